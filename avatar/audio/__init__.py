@@ -1,0 +1,1 @@
+"""Audio decoding, voice activity, ring buffering and windowing (numpy only, no torch)."""

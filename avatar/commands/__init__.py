@@ -1,0 +1,6 @@
+"""Subcommands of ``python -m avatar``. Each module defines ``register(subparsers)`` which adds a parser
+whose ``func(args) -> int`` runs the command. Modules import heavy dependencies inside ``func``."""
+
+COMMAND_MODULES = [
+    "avatar.commands.render",
+]
