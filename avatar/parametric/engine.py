@@ -1,0 +1,95 @@
+"""The parametric engine: acoustic features -> FaceMotion -> landmark-mesh warp of the portrait.
+
+Runs in real time on a CPU with no learned talking-head weights (MediaPipe's face mesh, shipped in its
+pip package, is the only model). Implements ``avatar.engine.Engine``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avatar.engine import AudioWindow, Engine, EngineSession, Frame, PreparedAvatar
+from avatar.errors import PortraitError
+from avatar.parametric.motion import MotionGenerator
+from avatar.parametric.portrait import PortraitRig, prepare_portrait
+from avatar.parametric.renderer import PortraitRenderer
+
+
+def _portrait_key(portrait: str | Path | np.ndarray, size: int) -> str:
+    """Content hash of a portrait (file bytes or pixels) and output size, for the preparation cache."""
+    digest = hashlib.sha1(str(size).encode())
+    if isinstance(portrait, np.ndarray):
+        digest.update(str(portrait.shape).encode())
+        digest.update(np.ascontiguousarray(portrait).tobytes())
+    else:
+        path = Path(portrait)
+        try:
+            digest.update(path.read_bytes())
+        except FileNotFoundError:
+            raise PortraitError(f"portrait file not found: {path}") from None
+        except IsADirectoryError:
+            raise PortraitError(f"portrait path is a folder, not an image: {path}") from None
+        except OSError as exc:
+            raise PortraitError(f"cannot read portrait {path}: {exc.strerror}") from None
+    return digest.hexdigest()
+
+
+class ParametricSession(EngineSession):
+    """One live or offline stream: a motion generator (stateful, seeded) and a renderer."""
+
+    def __init__(self, rig: PortraitRig, fps: float, seed: int) -> None:
+        self._motion = MotionGenerator(fps=fps, seed=seed)
+        self._renderer = PortraitRenderer(rig)
+
+    def process(self, window: AudioWindow) -> list[Frame]:
+        motions = self._motion.process(window)
+        speaking = window.speech > 0.0
+        return [
+            Frame(index=window.emit_from + i, image=self._renderer.render(m), speaking=speaking)
+            for i, m in enumerate(motions)
+        ]
+
+    def interrupt(self) -> None:
+        self._motion.interrupt()
+
+
+class ParametricEngine(Engine):
+    """CPU engine; ``prepare`` is cached per portrait content and size (thread-safe)."""
+
+    name = "parametric"
+
+    def __init__(self, fps: float = 25.0, size: int = 512, seed: int = 0, cache_size: int = 16, **_: Any):
+        super().__init__(fps=fps, size=size)
+        self.seed = int(seed)
+        self._cache: OrderedDict[str, PreparedAvatar] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def prepare(self, portrait: str | Path | np.ndarray, avatar_id: str | None = None) -> PreparedAvatar:
+        key = _portrait_key(portrait, self.size)
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                return cached if avatar_id is None else dataclasses.replace(cached, avatar_id=avatar_id)
+        rig = prepare_portrait(portrait, size=self.size)
+        if avatar_id is None:
+            avatar_id = Path(portrait).stem if not isinstance(portrait, np.ndarray) else key[:12]
+        prepared = PreparedAvatar(avatar_id=avatar_id, image=rig.image, data=rig, warnings=list(rig.warnings))
+        with self._lock:
+            self._cache[key] = prepared
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return prepared
+
+    def new_session(self, avatar: PreparedAvatar, seed: int = 0) -> ParametricSession:
+        if not isinstance(avatar.data, PortraitRig):
+            raise PortraitError("avatar was prepared by another engine; prepare it with this one")
+        return ParametricSession(avatar.data, fps=self.fps, seed=seed)
