@@ -132,9 +132,22 @@ def render_file(
     seed: int = 0,
     progress: bool = False,
 ) -> RenderStats:
-    """Render ``portrait`` speaking ``audio_path`` into the MP4 ``out_path``."""
+    """Render ``portrait`` speaking the audio file ``audio_path`` into the MP4 ``out_path``."""
     audio = load_audio(audio_path)
     audio_48k = load_audio(audio_path, sample_rate=OUTPUT_AUDIO_RATE)
+    return render_audio(engine, portrait, audio, audio_48k, out_path, seed=seed, progress=progress)
+
+
+def render_audio(
+    engine: Engine,
+    portrait: str | Path,
+    audio: np.ndarray,
+    audio_48k: np.ndarray,
+    out_path: str | Path,
+    seed: int = 0,
+    progress: bool = False,
+) -> RenderStats:
+    """Render ``portrait`` speaking ``audio`` (16 kHz float32; ``audio_48k`` is what the MP4 carries)."""
     avatar = engine.prepare(portrait)
     total = frame_count(len(audio), engine.fps)
     bar = None
