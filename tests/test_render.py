@@ -64,7 +64,7 @@ def test_render_writes_mp4_matching_audio_duration(tmp_path):
         (str(ASTRONAUT), "missing.wav", "audio file not found"),
         (str(ASTRONAUT), "garbage.wav", "cannot decode audio"),
         (str(ASTRONAUT), "empty.wav", "audio"),
-        ("garbage.wav", "speech.wav", "portrait"),
+        ("garbage.wav", "speech.wav", "not a readable image"),
     ],
 )
 def test_render_bad_input_gives_one_line_error(tmp_path, portrait, audio, message):

@@ -1,0 +1,196 @@
+// One WebRTC session with the avatar server: a peer connection plus the /ws signalling socket.
+//
+// Protocol (docs/protocol.md): after ICE gathering completes (non-trickle) the client sends
+// {"type":"offer","sdp","avatar"?}; the server replies {"type":"answer","sdp","session"}, errors
+// arrive as {"type":"error","message"}, and {"type":"stats",...} events about once per second.
+
+const ICE_GATHERING_TIMEOUT_MS = 5000;
+const SOCKET_OPEN_TIMEOUT_MS = 5000;
+const ANSWER_TIMEOUT_MS = 30000;
+
+export const SERVER_UNREACHABLE =
+  "Cannot reach the avatar server — check that run_server.py is running, then press Start again";
+export const CONNECTION_LOST = "The connection to the avatar server was lost — press Start to reconnect";
+export const MEDIA_FAILED =
+  "The media connection failed (no network path between browser and server) — press Start to retry";
+
+/** ws:// or wss:// URL of the signalling socket, matching the page's own protocol and host. */
+export function signallingUrl(location = window.location) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}/ws`;
+}
+
+/** Resolves when ICE gathering is complete, or after `timeoutMs` with the candidates found so far. */
+function iceGatheringComplete(pc, timeoutMs) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const finish = () => {
+      clearTimeout(timer);
+      pc.removeEventListener("icegatheringstatechange", onChange);
+      resolve();
+    };
+    const onChange = () => {
+      if (pc.iceGatheringState === "complete") finish();
+    };
+    const timer = setTimeout(finish, timeoutMs);
+    pc.addEventListener("icegatheringstatechange", onChange);
+  });
+}
+
+/** Opens a WebSocket; rejects with SERVER_UNREACHABLE if it errors, closes or times out first. */
+function openSocket(url, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    const timer = setTimeout(() => {
+      ws.close();
+      reject(new Error(SERVER_UNREACHABLE));
+    }, timeoutMs);
+    ws.onopen = () => {
+      clearTimeout(timer);
+      ws.onopen = ws.onerror = ws.onclose = null;
+      resolve(ws);
+    };
+    ws.onerror = ws.onclose = () => {
+      clearTimeout(timer);
+      reject(new Error(SERVER_UNREACHABLE));
+    };
+  });
+}
+
+/**
+ * A talking-avatar session.
+ *
+ * handlers: onVideo(MediaStream), onAudio(MediaStream), onStats(object), onConnectionState(string),
+ * onFailure(message) — called at most once, after start() resolved, when the session dies on its own.
+ */
+export class AvatarSession {
+  constructor({ micStream, avatarId = "", iceServers = [], url = signallingUrl(), handlers = {} }) {
+    this.micStream = micStream;
+    this.avatarId = avatarId;
+    this.iceServers = iceServers;
+    this.url = url;
+    this.handlers = handlers;
+    this.pc = null;
+    this.ws = null;
+    this.sessionId = null;
+    this.stopped = false;
+    this.started = false;
+    this.pendingAnswer = null;
+  }
+
+  /** Negotiates the session; resolves once the server's answer is applied, rejects with a user message. */
+  async start() {
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    this.pc = pc;
+    // The microphone goes out on a sendrecv transceiver so the server may echo the voice back on the
+    // same m-line; video comes back on a recvonly one.
+    for (const track of this.micStream.getAudioTracks()) {
+      pc.addTransceiver(track, { direction: "sendrecv", streams: [this.micStream] });
+    }
+    pc.addTransceiver("video", { direction: "recvonly" });
+    pc.ontrack = (event) => this.onTrack(event);
+    pc.onconnectionstatechange = () => this.onConnectionState(pc.connectionState);
+
+    const socketReady = openSocket(this.url, SOCKET_OPEN_TIMEOUT_MS);
+    socketReady.catch(() => {}); // handled below; avoid an unhandled rejection while ICE gathers
+    await pc.setLocalDescription(await pc.createOffer());
+    await iceGatheringComplete(pc, ICE_GATHERING_TIMEOUT_MS);
+    const ws = await socketReady;
+    if (this.stopped) ws.close(1000, "client stop");
+    this.throwIfStopped();
+    this.ws = ws;
+    this.ws.onmessage = (event) => this.onMessage(event);
+    this.ws.onclose = () => this.fail(CONNECTION_LOST);
+
+    const answer = new Promise((resolve, reject) => {
+      this.pendingAnswer = { resolve, reject };
+    });
+    const offer = { type: "offer", sdp: pc.localDescription.sdp };
+    if (this.avatarId) offer.avatar = this.avatarId;
+    this.ws.send(JSON.stringify(offer));
+
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error("The server did not answer in time — press Start to retry")),
+        ANSWER_TIMEOUT_MS,
+      );
+    });
+    try {
+      const sdp = await Promise.race([answer, timeout]);
+      this.throwIfStopped();
+      await pc.setRemoteDescription({ type: "answer", sdp });
+      this.throwIfStopped();
+      this.started = true;
+    } finally {
+      clearTimeout(timer);
+      this.pendingAnswer = null;
+    }
+  }
+
+  throwIfStopped() {
+    if (this.stopped) throw new Error("stopped");
+  }
+
+  onMessage(event) {
+    let message;
+    try {
+      message = JSON.parse(event.data);
+    } catch {
+      return; // not ours to judge: ignore malformed server events
+    }
+    if (!message || typeof message !== "object") return;
+    if (message.type === "answer" && typeof message.sdp === "string") {
+      this.sessionId = message.session ?? null;
+      this.pendingAnswer?.resolve(message.sdp);
+    } else if (message.type === "error") {
+      const text = String(message.message || "The server reported an error");
+      if (this.pendingAnswer) this.pendingAnswer.reject(new Error(text));
+      else this.fail(text);
+    } else if (message.type === "stats") {
+      this.handlers.onStats?.(message);
+    }
+  }
+
+  onTrack(event) {
+    const stream = event.streams[0] ?? new MediaStream([event.track]);
+    if (event.track.kind === "video") this.handlers.onVideo?.(stream);
+    else if (event.track.kind === "audio") this.handlers.onAudio?.(stream);
+  }
+
+  onConnectionState(state) {
+    if (this.stopped) return;
+    this.handlers.onConnectionState?.(state);
+    if (state === "failed") {
+      if (this.pendingAnswer) this.pendingAnswer.reject(new Error(MEDIA_FAILED));
+      else this.fail(MEDIA_FAILED);
+    }
+  }
+
+  /** The session died on its own (server error, socket closed, ICE failed): report once, then stop. */
+  fail(message) {
+    if (this.stopped) return;
+    if (this.pendingAnswer) {
+      this.pendingAnswer.reject(new Error(message));
+      return;
+    }
+    const onFailure = this.handlers.onFailure;
+    this.stop();
+    onFailure?.(message);
+  }
+
+  /** Closes the socket and the peer connection; safe to call any number of times. */
+  stop() {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.pendingAnswer?.reject(new Error("stopped"));
+    if (this.ws) {
+      this.ws.onmessage = this.ws.onclose = this.ws.onerror = null;
+      if (this.ws.readyState <= WebSocket.OPEN) this.ws.close(1000, "client stop");
+    }
+    if (this.pc) {
+      this.pc.ontrack = this.pc.onconnectionstatechange = null;
+      this.pc.close();
+    }
+  }
+}
