@@ -22,6 +22,7 @@ from avatar.audio.vad import VoiceActivity
 from avatar.audio.windowing import AudioRing, WindowConfig, Windower
 from avatar.engine import SAMPLE_RATE, Engine, Frame, PreparedAvatar
 from avatar.errors import AvatarError
+from avatar.provenance.marked_session import WatermarkedSession
 
 OUTPUT_AUDIO_RATE = 48000
 
@@ -37,10 +38,12 @@ def render_frames(
     audio: np.ndarray,
     seed: int = 0,
     window: WindowConfig | None = None,
+    watermark: bool = True,
 ) -> Iterator[Frame]:
     """Yield one ``Frame`` per video frame for 16 kHz mono ``audio``, in order.
 
     Windows are cut exactly as in the live server (``WindowConfig`` defaults = server defaults).
+    With ``watermark`` every frame carries the invisible provenance mark (``avatar.provenance``).
     """
     config = window or WindowConfig(fps=engine.fps)
     ring = AudioRing(capacity_seconds=len(audio) / SAMPLE_RATE + 2.0)
@@ -50,6 +53,8 @@ def render_frames(
     total = frame_count(len(audio), config.fps)
     windower = Windower(config)
     session = engine.new_session(avatar, seed=seed)
+    if watermark:
+        session = WatermarkedSession(session, size=engine.size)
     try:
         emitted = 0
         windows = itertools.chain(

@@ -12,6 +12,7 @@ import pytest
 
 from avatar.audio.io import load_audio
 from avatar.errors import AudioError
+from avatar.provenance import detect_file
 from tests.media import ASTRONAUT, vowel_bursts, write_wav
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +56,7 @@ def test_render_writes_mp4_matching_audio_duration(tmp_path):
         assert (video.width, video.height) == (256, 256)
         frames = sum(1 for _ in container.decode(video=0))
     assert abs(frames / 25.0 - 2.3) <= 0.1
+    assert detect_file(out).found, "rendered files carry the provenance watermark"
 
 
 @pytest.mark.parametrize(
@@ -88,7 +90,9 @@ def test_render_is_deterministic_with_seed():
     engine = create_engine("parametric", fps=25, size=128)
     avatar = engine.prepare(ASTRONAUT)
     audio = vowel_bursts(1.2)
-    first = [f.image for f in render_frames(engine, avatar, audio, seed=3)]
-    second = [f.image for f in render_frames(engine, avatar, audio, seed=3)]
+    first = [f.image for f in render_frames(engine, avatar, audio, seed=3, watermark=False)]
+    second = [f.image for f in render_frames(engine, avatar, audio, seed=3, watermark=False)]
+    other = [f.image for f in render_frames(engine, avatar, audio, seed=4, watermark=False)]
     assert len(first) == 30
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))

@@ -4,4 +4,5 @@ whose ``func(args) -> int`` runs the command. Modules import heavy dependencies 
 COMMAND_MODULES = [
     "avatar.commands.render",
     "avatar.commands.say",
+    "avatar.commands.detect",
 ]

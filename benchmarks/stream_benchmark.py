@@ -1,0 +1,296 @@
+"""Streaming benchmark: an aiortc client sends silence then speech and measures what comes back.
+
+    python benchmarks/stream_benchmark.py                         # starts run_server.py on a free port
+    python benchmarks/stream_benchmark.py --url http://127.0.0.1:8080 --json out/stream.json
+    python benchmarks/stream_benchmark.py --audio speech.wav --seconds 20 --set window.hop=1
+
+Reports sustained fps, stalls (> 200 ms between frames), time from offer to first frame and
+mouth-to-photon latency: the lag maximising the correlation between the speech envelope as SENT
+(20 ms RMS by send wall time) and the mouth opening seen in RECEIVED frames (MediaPipe face mesh inner-lip
+gap 13-14 over face height 10-152, by arrival wall time). Prints a markdown table; ``--json`` saves it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fractions
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from websockets.asyncio.client import connect
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from avatar.audio.io import load_audio  # noqa: E402
+
+DEFAULT_AUDIO = ROOT.parent / "shared" / "media" / "speech" / "english_radio.wav"
+STALL_S = 0.2
+TARGETS = {"fps": 24.0, "stalls": 1, "first_frame_s": 3.0, "mouth_to_photon_ms": 350.0}
+
+
+class TimedAudioTrack(MediaStreamTrack):
+    """Sends 16 kHz mono audio in real-time 20 ms frames and records when each chunk was handed over."""
+
+    kind = "audio"
+
+    def __init__(self, audio: np.ndarray) -> None:
+        super().__init__()
+        self.pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
+        self.chunks = len(self.pcm) // 320
+        self.sent: list[tuple[float, float]] = []  # (wall time, rms of the chunk)
+        self._k = 0
+        self._t0: float | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._t0 is None:
+            self._t0 = time.monotonic()
+        await asyncio.sleep(max(0.0, self._t0 + self._k * 0.02 - time.monotonic()))
+        chunk = self.pcm[self._k * 320 : (self._k + 1) * 320]
+        chunk = np.pad(chunk, (0, 320 - len(chunk)))
+        self.sent.append((time.monotonic(), float(np.sqrt(np.mean((chunk / 32768.0) ** 2)))))
+        frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 16000, self._k * 320, fractions.Fraction(1, 16000)
+        self._k += 1
+        return frame
+
+    @property
+    def done(self) -> bool:
+        return self._k >= self.chunks
+
+
+class VideoRecorder:
+    """Keeps (arrival wall time, 256x256 RGB copy) of every received video frame."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[float, np.ndarray]] = []
+        self.size: tuple[int, int] | None = None
+
+    async def run(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                arrived = time.monotonic()
+                image = frame.to_ndarray(format="rgb24")
+                self.size = (image.shape[1], image.shape[0])
+                self.frames.append((arrived, cv2.resize(image, (256, 256), interpolation=cv2.INTER_AREA)))
+        except MediaStreamError:
+            return
+
+
+def mouth_openings(images: list[np.ndarray]) -> np.ndarray:
+    """Inner-lip gap / face height per frame (NaN where no face was found)."""
+    import mediapipe as mp
+
+    out = np.full(len(images), np.nan)
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1) as mesh:
+        for i, image in enumerate(images):
+            found = mesh.process(image).multi_face_landmarks
+            if not found:
+                continue
+            lm = found[0].landmark
+            gap = np.hypot(lm[13].x - lm[14].x, lm[13].y - lm[14].y)
+            face = np.hypot(lm[10].x - lm[152].x, lm[10].y - lm[152].y)
+            out[i] = gap / max(face, 1e-6)
+    return out
+
+
+def best_lag(send: list[tuple[float, float]], arrivals: np.ndarray, mouth: np.ndarray,
+             start: float, stop: float, max_lag_s: float = 1.0, step: float = 0.01) -> tuple[float, float]:
+    """Lag (s) maximising Pearson correlation of envelope(t) and mouth(t + lag), and that correlation."""
+    valid = ~np.isnan(mouth)
+    if valid.sum() < 10 or not send:
+        return float("nan"), float("nan")
+    send_t = np.array([t for t, _ in send])
+    env = np.array([r for _, r in send])
+    grid = np.arange(start, stop, step)
+    env_g = np.interp(grid, send_t, env)
+    best = (float("nan"), -2.0)
+    for lag in np.arange(0.0, max_lag_s + 1e-9, step):
+        mouth_g = np.interp(grid + lag, arrivals[valid], mouth[valid])
+        if env_g.std() < 1e-9 or mouth_g.std() < 1e-9:
+            continue
+        r = float(np.corrcoef(env_g, mouth_g)[0, 1])
+        if r > best[1]:
+            best = (float(lag), r)
+    return best
+
+
+async def stream(ws_url: str, audio: np.ndarray, avatar: str | None, tail_s: float) -> dict:
+    pc = RTCPeerConnection()
+    track = TimedAudioTrack(audio)
+    recorder = VideoRecorder()
+    tasks: list[asyncio.Task] = []
+    pc.addTrack(track)
+    pc.addTransceiver("video", direction="recvonly")
+
+    @pc.on("track")
+    def on_track(remote: MediaStreamTrack) -> None:
+        if remote.kind == "video":
+            tasks.append(asyncio.ensure_future(recorder.run(remote)))
+
+    stats: list[dict] = []
+    async with connect(ws_url) as ws:
+        await pc.setLocalDescription(await pc.createOffer())
+        message = {"type": "offer", "sdp": pc.localDescription.sdp}
+        if avatar:
+            message["avatar"] = avatar
+        offered = time.monotonic()
+        await ws.send(json.dumps(message))
+        while True:
+            reply = json.loads(await ws.recv())
+            if reply["type"] == "answer":
+                break
+            if reply["type"] == "error":
+                raise SystemExit(f"server error: {reply['message']}")
+        await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+
+        async def collect() -> None:
+            async for raw in ws:
+                event = json.loads(raw)
+                if event.get("type") == "stats":
+                    stats.append(event)
+
+        collector = asyncio.ensure_future(collect())
+        deadline = time.monotonic() + len(audio) / 16000 + 30
+        while not track.done and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(tail_s)
+        collector.cancel()
+    await pc.close()
+    for task in tasks:
+        task.cancel()
+    return {"offered": offered, "sent": track.sent, "frames": recorder.frames, "size": recorder.size,
+            "stats": stats}
+
+
+def analyse(run: dict, silence_s: float, speech_s: float) -> dict:
+    frames = run["frames"]
+    if not frames:
+        raise SystemExit("no video frame arrived")
+    arrivals = np.array([t for t, _ in frames])
+    gaps = np.diff(arrivals)
+    steady = arrivals[arrivals >= arrivals[0] + 1.0]
+    fps = (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 2 else float("nan")
+    sent = run["sent"]
+    speech_start = sent[0][0] + silence_s if sent else arrivals[0]
+    mouth = mouth_openings([image for _, image in frames])
+    lag, corr = best_lag(sent, arrivals, mouth, speech_start - 0.5,
+                         min(speech_start + speech_s + 0.5, sent[-1][0] if sent else arrivals[-1]))
+    stats = run["stats"][1:]  # the first second includes connection set-up
+
+    def server_mean(key: str) -> float | None:
+        values = [s[key] for s in stats if key in s]
+        return round(float(np.mean(values)), 2) if values else None
+
+    return {
+        "frames": len(frames),
+        "frame_size": list(run["size"] or ()),
+        "duration_s": round(float(arrivals[-1] - arrivals[0]), 2),
+        "fps": round(float(fps), 2),
+        "stalls": int((gaps > STALL_S).sum()),
+        "max_gap_ms": round(float(gaps.max() * 1000), 1) if len(gaps) else 0.0,
+        "first_frame_s": round(float(arrivals[0] - run["offered"]), 3),
+        "mouth_to_photon_ms": round(lag * 1000, 0) if lag == lag else None,
+        "lag_correlation": round(corr, 3) if corr == corr else None,
+        "mouth_found_fraction": round(float(np.mean(~np.isnan(mouth))), 3),
+        "server_engine_ms_per_frame": server_mean("engine_ms"),
+        "server_audio_in_to_frame_out_ms": server_mean("latency_ms"),
+        "server_frames_repeated": stats[-1]["frames_repeated"] if stats else None,
+        "server_frames_dropped": stats[-1]["frames_dropped"] if stats else None,
+        "server_windows_dropped": stats[-1].get("windows_dropped") if stats else None,
+    }
+
+
+def markdown(result: dict) -> str:
+    rows = ["| metric | value | target |", "|---|---|---|"]
+    targets = {"fps": ">= 24", "stalls": "<= 1", "first_frame_s": "<= 3", "mouth_to_photon_ms": "<= 350"}
+    for key, value in result.items():
+        rows.append(f"| {key} | {value} | {targets.get(key, '')} |")
+    return "\n".join(rows)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cmd = [sys.executable, str(ROOT / "run_server.py"), "--host", "127.0.0.1", "--port", str(port),
+           "--engine", args.engine, "--log-level", "warning"]
+    for setting in args.set:
+        cmd += ["--set", setting]
+    process = subprocess.Popen(cmd, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"run_server.py exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as response:
+                if json.loads(response.read()).get("status") == "ok":
+                    return process, url
+        except OSError:
+            time.sleep(0.3)
+    process.terminate()
+    raise SystemExit("run_server.py did not become healthy within 120 s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--url", help="running server, e.g. http://127.0.0.1:8080 (default: start one)")
+    parser.add_argument("--engine", default="parametric", help="engine for the server this script starts")
+    parser.add_argument("--set", action="append", default=[], help="config override for the started server")
+    parser.add_argument("--audio", default=str(DEFAULT_AUDIO), help="speech file sent after the silence")
+    parser.add_argument("--silence", type=float, default=2.0, help="seconds of silence before the speech")
+    parser.add_argument("--seconds", type=float, default=14.0, help="total seconds streamed (silence pads)")
+    parser.add_argument("--tail", type=float, default=1.0, help="seconds to keep receiving after the audio")
+    parser.add_argument("--avatar", help="avatar id to request")
+    parser.add_argument("--json", help="write the results as JSON here")
+    args = parser.parse_args()
+
+    speech = load_audio(args.audio)
+    total = max(args.seconds, args.silence + len(speech) / 16000)
+    audio = np.zeros(int(total * 16000), np.float32)
+    start = int(args.silence * 16000)
+    audio[start : start + len(speech)] = speech
+    process = None
+    if args.url:
+        url = args.url.rstrip("/")
+    else:
+        process, url = start_server(args)
+    try:
+        ws_url = url.replace("http://", "ws://").replace("https://", "wss://") + "/ws"
+        run = asyncio.run(stream(ws_url, audio, args.avatar, args.tail))
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=20)
+    result = analyse(run, args.silence, len(speech) / 16000)
+    result["audio"] = Path(args.audio).name
+    print(markdown(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

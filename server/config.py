@@ -1,0 +1,276 @@
+"""Server configuration: ``configs/default.yaml`` plus ``--set section.key=value`` overrides, validated.
+
+Every mistake becomes a ``ConfigError`` whose message is one line naming the offending key.
+Relative paths (``server.static_dir``, ``avatar.default``, ``avatar.dir``) are resolved against the
+project root, not the working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from avatar.audio.windowing import WindowConfig
+from avatar.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_sessions: int = 4
+    max_message_bytes: int = 1048576
+    static_dir: str = "static"
+    ice_servers: list = field(default_factory=list)
+    shutdown_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    name: str = "parametric"
+    fps: float = 25.0
+    size: int = 512
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class AvatarSettings:
+    default: str = "avatar/assets/astronaut.png"
+    dir: str = "avatars"
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    vad_aggressiveness: int = 2
+    ring_seconds: float = 10.0
+    max_gap_ms: float = 200.0
+
+
+@dataclass(frozen=True)
+class WindowSettings:
+    frames_per_window: int = 2
+    hop: int = 2
+    left_context_ms: float = 200.0
+    right_context_ms: float = 80.0
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    frame_queue: int = 8
+    echo_audio: bool = False
+
+
+@dataclass(frozen=True)
+class ProvenanceSettings:
+    watermark: bool = True
+
+
+SECTIONS: dict[str, type] = {
+    "server": ServerSettings,
+    "engine": EngineSettings,
+    "avatar": AvatarSettings,
+    "audio": AudioSettings,
+    "window": WindowSettings,
+    "video": VideoSettings,
+    "provenance": ProvenanceSettings,
+}
+
+# (section, key) -> inclusive (low, high) bounds for numbers
+BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
+    ("server", "port"): (0, 65535),
+    ("server", "max_sessions"): (1, 1000),
+    ("server", "max_message_bytes"): (1024, 64 * 1024 * 1024),
+    ("server", "shutdown_timeout_s"): (0.1, 600),
+    ("engine", "fps"): (1, 120),
+    ("engine", "size"): (64, 4096),
+    ("engine", "seed"): (0, 2**31 - 1),
+    ("audio", "vad_aggressiveness"): (0, 3),
+    ("audio", "ring_seconds"): (1, 600),
+    ("audio", "max_gap_ms"): (20, 10000),
+    ("window", "frames_per_window"): (1, 250),
+    ("window", "hop"): (1, 250),
+    ("window", "left_context_ms"): (0, 10000),
+    ("window", "right_context_ms"): (0, 2000),
+    ("video", "frame_queue"): (1, 1000),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration; ``root`` anchors relative paths."""
+
+    server: ServerSettings
+    engine: EngineSettings
+    avatar: AvatarSettings
+    audio: AudioSettings
+    window: WindowSettings
+    video: VideoSettings
+    provenance: ProvenanceSettings
+    root: Path = PROJECT_ROOT
+
+    def path(self, value: str) -> Path:
+        """``value`` as an absolute path (relative ones are taken from the project root)."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+    def window_config(self) -> WindowConfig:
+        w = self.window
+        return WindowConfig(
+            fps=self.engine.fps,
+            frames_per_window=w.frames_per_window,
+            hop=w.hop,
+            left_context_ms=w.left_context_ms,
+            right_context_ms=w.right_context_ms,
+        )
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Config:
+        """A copy with ``{"section.key": value}`` applied and validated again."""
+        data = self.as_dict()
+        for key, value in overrides.items():
+            _assign(data, key, value)
+        return build_config(data, self.root)
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+
+
+def parse_set(text: str) -> tuple[str, Any]:
+    """``"section.key=value"`` -> ``("section.key", value parsed as YAML)``."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set expects section.key=value, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r} as YAML") from None
+    return key, value
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    flags: Mapping[str, Any] | None = None,
+    root: Path = PROJECT_ROOT,
+) -> Config:
+    """Read ``path`` (default ``configs/default.yaml``), apply ``--set`` strings, then ``flags``
+    (``{"section.key": value}`` from dedicated command-line options, which win), and validate."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise ConfigError(f"cannot parse config {path}{line}: {exc.__class__.__name__}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping of sections (server, engine, ...)")
+    for text in overrides:
+        _assign(data, *parse_set(text))
+    for key, value in (flags or {}).items():
+        if value is not None:
+            _assign(data, key, value)
+    return build_config(data, root)
+
+
+def _assign(data: dict, dotted: str, value: Any) -> None:
+    section, _, key = dotted.partition(".")
+    if section not in SECTIONS or not key or "." in key:
+        raise ConfigError(f"unknown config key {dotted!r}; sections are: {', '.join(SECTIONS)}")
+    known = {f.name for f in dataclasses.fields(SECTIONS[section])}
+    if key not in known:
+        raise ConfigError(f"unknown config key {dotted!r}; {section} has: {', '.join(sorted(known))}")
+    sec = data.get(section)
+    if not isinstance(sec, dict):
+        sec = data[section] = {}
+    sec[key] = value
+
+
+def build_config(data: Mapping[str, Any], root: Path = PROJECT_ROOT) -> Config:
+    """Validate a ``{section: {key: value}}`` mapping (missing keys take their defaults)."""
+    unknown = [name for name in data if name not in SECTIONS]
+    if unknown:
+        raise ConfigError(f"unknown config section {unknown[0]!r}; sections are: {', '.join(SECTIONS)}")
+    sections = {}
+    for name, cls in SECTIONS.items():
+        raw = data.get(name) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config section {name!r} must be a mapping")
+        for key in raw:
+            _assign({}, f"{name}.{key}", None)  # raises for unknown keys
+        values = {}
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            values[f.name] = _coerce(f"{name}.{f.name}", raw.get(f.name, default), default)
+        sections[name] = cls(**values)
+    config = Config(**sections, root=root)
+    _check(config)
+    return config
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    section, _, name = key.partition(".")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        if isinstance(default, int) and not isinstance(default, bool):
+            if isinstance(value, float) and not value.is_integer():
+                raise ConfigError(f"{key} must be a whole number, got {value!r}")
+            value = int(value)
+        else:
+            value = float(value)
+        low, high = BOUNDS.get((section, name), (float("-inf"), float("inf")))
+        if not low <= value <= high:
+            raise ConfigError(f"{key} must be between {low:g} and {high:g}, got {value!r}")
+        return value
+    if isinstance(default, str):
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{key} must be a non-empty string, got {value!r}")
+        return value
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return value
+    return value
+
+
+def _check(config: Config) -> None:
+    if config.engine.size % 2:
+        raise ConfigError(f"engine.size must be even (video encoders need it), got {config.engine.size}")
+    if config.window.hop > config.window.frames_per_window:
+        raise ConfigError("window.hop must not exceed window.frames_per_window")
+    try:
+        config.window_config()
+    except ValueError as exc:
+        raise ConfigError(f"window: {exc}") from None
+    for i, entry in enumerate(config.server.ice_servers):
+        where = f"server.ice_servers[{i}]"
+        if not isinstance(entry, dict) or "urls" not in entry:
+            raise ConfigError(f"{where} must be a mapping with 'urls' (and optional username, credential)")
+        extra = set(entry) - {"urls", "username", "credential"}
+        if extra:
+            raise ConfigError(f"{where} has unknown key {sorted(extra)[0]!r}")
+        urls = entry["urls"] if isinstance(entry["urls"], list) else [entry["urls"]]
+        if not urls or not all(isinstance(u, str) and u.split(":", 1)[0] in _ICE_SCHEMES for u in urls):
+            raise ConfigError(f"{where}.urls must be stun:/turn:/turns: URLs, got {entry['urls']!r}")
+        for key in ("username", "credential"):
+            if key in entry and not isinstance(entry[key], str):
+                raise ConfigError(f"{where}.{key} must be a string")
+
+
+_ICE_SCHEMES = {"stun", "stuns", "turn", "turns"}

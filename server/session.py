@@ -1,0 +1,377 @@
+"""One streaming session: a peer connection, its audio input, engine worker, frame buffer and tracks.
+
+Lifecycle: ``start(offer_sdp)`` -> answer SDP; the session then runs until ``close`` is called (socket
+closed, shutdown) or it closes itself (peer connection failed/closed, engine error). ``close`` is the
+one idempotent teardown path: tasks cancelled, tracks stopped, worker thread stopped and joined (it
+closes the engine session), peer connection closed, registry entry removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from avatar.engine import SAMPLE_RATE, Engine, EngineSession, Frame, PreparedAvatar
+from avatar.errors import AvatarError
+from avatar.provenance.marked_session import WatermarkedSession
+from server import signalling
+from server.audio_input import AudioInput
+from server.clock import Clock, MonotonicClock
+from server.config import Config
+from server.echo_audio import EchoAudioTrack
+from server.engine_worker import EngineWorker
+from server.signalling import SignallingError
+from server.video_track import FrameBuffer, PacedVideoTrack
+
+log = logging.getLogger("server.session")
+
+PAD_INTERVAL_S = 0.02
+STATS_INTERVAL_S = 1.0
+JOIN_TIMEOUT_S = 5.0
+MAX_BACKLOG_FRAMES = 3
+ENGINE_QUEUE_WINDOWS = 3
+
+SendText = Callable[[str], Awaitable[None]]
+
+
+class SessionRegistry:
+    """Sessions that are starting or running, bounded by ``max_sessions``."""
+
+    def __init__(self, max_sessions: int) -> None:
+        self.max_sessions = max_sessions
+        self._sessions: dict[str, Session] = {}
+        self._counter = 0
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self._sessions.values()))
+
+    def next_number(self) -> int:
+        self._counter += 1
+        return self._counter
+
+    def check_capacity(self) -> None:
+        if len(self._sessions) >= self.max_sessions:
+            raise SignallingError(f"server busy: {len(self._sessions)} sessions running, try later")
+
+    def add(self, session: Session) -> None:
+        self.check_capacity()
+        self._sessions[session.id] = session
+
+    def remove(self, session: Session) -> None:
+        self._sessions.pop(session.id, None)
+
+
+class Session:
+    """A live talking-portrait stream for one client (create, ``await start(sdp)``, ``await close()``)."""
+
+    def __init__(
+        self,
+        config: Config,
+        engine: Engine,
+        avatar: PreparedAvatar,
+        send: SendText,
+        on_closed: Callable[[Session], None] = lambda session: None,
+        number: int = 0,
+        clock: Clock | None = None,
+    ) -> None:
+        self.id = secrets.token_hex(4)
+        self.number = number
+        self.config = config
+        self.engine = engine
+        self.avatar = avatar
+        self._send = send
+        self._on_closed = on_closed
+        self.clock = clock or MonotonicClock()
+        self.loop = asyncio.get_running_loop()
+        audio = config.audio
+        self.audio = AudioInput(
+            config.window_config(), audio.vad_aggressiveness, audio.ring_seconds, audio.max_gap_ms, self.clock
+        )
+        self.buffer = FrameBuffer(config.video.frame_queue, MAX_BACKLOG_FRAMES)
+        self.video = PacedVideoTrack(self.buffer, avatar.image, config.engine.fps, self.clock, self._on_shown)
+        self.echo: EchoAudioTrack | None = None
+        if config.video.echo_audio:
+            self.echo = EchoAudioTrack(self.audio.ring, self.video, self.clock)
+        self.pc: RTCPeerConnection | None = None
+        self.worker: EngineWorker | None = None
+        self.remote_tracks: list[MediaStreamTrack] = []
+        self._audio_track: MediaStreamTrack | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._close_task: asyncio.Task | None = None
+        self.close_reason = ""
+        self.running = False  # True once start() returned an answer
+        self.started_at = self.clock.now()
+        self._engine_s = 0.0
+        self._engine_frames = 0
+        self._last_stats = (self.started_at, 0)
+        self._last_engine_ms = 0.0
+        self._latency_s: list[float] = []
+        self._last_latency_ms = 0.0
+
+    # ----------------------------------------------------------------------------------- lifecycle
+    @property
+    def closed(self) -> bool:
+        return self._close_task is not None
+
+    async def start(self, offer_sdp: str) -> str:
+        """Negotiate the offer and start streaming; returns the answer SDP (ICE gathering complete).
+
+        Raises ``SignallingError`` (bad SDP) or ``AvatarError`` (engine); the session is closed then.
+        """
+        try:
+            return await self._start(offer_sdp)
+        except AvatarError as exc:
+            await self.close(f"start failed: {exc}")
+            raise
+        except Exception as exc:
+            log.exception("session %s: start failed", self.id)
+            await self.close("start failed")
+            raise SignallingError(f"could not start the session: {exc.__class__.__name__}") from None
+
+    async def _start(self, offer_sdp: str) -> str:
+        ice = [RTCIceServer(**entry) for entry in self.config.server.ice_servers]
+        self.pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=ice or None))
+        pc.on("track", self._on_track)
+        pc.on("connectionstatechange", self._on_connection_state)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except Exception as exc:
+            raise SignallingError(f"invalid offer sdp: {exc.__class__.__name__}: {exc}") from None
+        kinds = [t.kind for t in pc.getTransceivers()]
+        for transceiver in pc.getTransceivers():
+            if transceiver.kind == "audio":
+                shorten_audio_jitter_buffer(transceiver.receiver)
+        if "video" not in kinds:
+            raise SignallingError("offer has no video m-line; add a recvonly video transceiver")
+        seed = self.config.engine.seed + self.number
+        engine_session = await asyncio.to_thread(self._open_engine_session, seed)
+        self.worker = EngineWorker(
+            engine_session, self.loop, self._on_frames, self._on_engine_error,
+            max_windows=ENGINE_QUEUE_WINDOWS, name=f"engine-{self.id}",
+        )
+        self.worker.start()
+        self._direct(pc.addTrack(self.video), "sendonly")
+        audio_transceivers = [t for t in pc.getTransceivers() if t.kind == "audio"]
+        if self.echo is not None and audio_transceivers:
+            self._direct(pc.addTrack(self.echo), "sendrecv")
+        else:
+            for transceiver in audio_transceivers:
+                transceiver.direction = "recvonly"
+        await pc.setLocalDescription(await pc.createAnswer())
+        if self.closed:
+            raise SignallingError("session closed while starting")
+        self._spawn(self._pad_loop(), "pad")
+        self._spawn(self._stats_loop(), "stats")
+        self.running = True
+        log.info("session %s: started (avatar %s, seed %d, media %s)", self.id, self.avatar.avatar_id,
+                 seed, "+".join(kinds))
+        return pc.localDescription.sdp
+
+    def _open_engine_session(self, seed: int) -> EngineSession:
+        """Runs in a worker thread: the engine session, watermarked unless the config says not to."""
+        engine_session = self.engine.new_session(self.avatar, seed)
+        if self.config.provenance.watermark:
+            engine_session = WatermarkedSession(engine_session, size=self.engine.size)
+            log.info("session %s: watermark id %06x", self.id, engine_session.payload.session_id)
+        return engine_session
+
+    def _direct(self, sender: Any, direction: str) -> None:
+        for transceiver in self.pc.getTransceivers() if self.pc else []:
+            if transceiver.sender is sender:
+                transceiver.direction = direction
+
+    def request_close(self, reason: str, error: str | None = None) -> asyncio.Task:
+        """Start the teardown once (later calls return the same task). ``error``, if given, is sent to
+        the client as an error message before the teardown."""
+        if self._close_task is None:
+            self.close_reason = reason
+            self._close_task = asyncio.ensure_future(self._teardown(reason, error))
+        return self._close_task
+
+    async def close(self, reason: str = "closed") -> None:
+        """Tear everything down; idempotent and safe to call from anywhere on the loop."""
+        await asyncio.shield(self.request_close(reason))
+
+    async def _teardown(self, reason: str, error: str | None = None) -> None:
+        log.info("session %s: closing (%s)", self.id, reason)
+        if error is not None:
+            await self._send_quietly(signalling.error(error))
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
+        for track in [self.video, self.echo, *self.remote_tracks]:
+            if track is not None:
+                _quietly(track.stop)
+        if self.worker is not None:
+            joined = await asyncio.to_thread(self.worker.join, JOIN_TIMEOUT_S)
+            if not joined:
+                log.warning("session %s: engine thread still busy after %.0f s", self.id, JOIN_TIMEOUT_S)
+        if self.pc is not None:
+            try:
+                await asyncio.wait_for(self.pc.close(), timeout=5.0)
+            except Exception:
+                log.exception("session %s: closing the peer connection failed", self.id)
+        self.buffer.clear()
+        _quietly(lambda: self._on_closed(self))
+        if self.running:
+            await self._send_quietly(signalling.ended(self.id, reason))
+        log.info("session %s: closed after %.1f s, %d frames sent", self.id,
+                 self.clock.now() - self.started_at, self.video.sent)
+
+    # ------------------------------------------------------------------------------ media plumbing
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        self.remote_tracks.append(track)
+        if track.kind == "audio" and self._audio_track is None:
+            self._audio_track = track
+            self._spawn(self._read_audio(track), "audio-in")
+        else:
+            self._spawn(self._drain(track), f"drain-{track.kind}")
+
+    async def _read_audio(self, track: MediaStreamTrack) -> None:
+        log.info("session %s: inbound audio track", self.id)
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                log.info("session %s: inbound audio ended; silence keeps the face moving", self.id)
+                return
+            try:
+                windows = self.audio.push_frame(frame)
+            except Exception:
+                log.exception("session %s: unusable audio frame skipped", self.id)
+                continue
+            self._submit(windows)
+
+    async def _drain(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                await track.recv()
+        except MediaStreamError:
+            return
+
+    async def _pad_loop(self) -> None:
+        while True:
+            self._submit(self.audio.pad_silence())
+            await self.clock.sleep(PAD_INTERVAL_S)
+
+    def _submit(self, windows: list) -> None:
+        if self.worker is not None and not self.closed:
+            for window in windows:
+                self.worker.submit(window)
+
+    def _on_frames(self, frames: list[Frame], engine_s: float) -> None:
+        if self.closed:
+            return
+        for frame in frames:
+            self.buffer.push(frame)
+        self._engine_s += engine_s
+        self._engine_frames += len(frames)
+
+    def _on_shown(self, frame: Frame, sent_at: float) -> None:
+        """Record audio-in to frame-out latency: from the arrival of the audio at the end of the
+        frame's span to the moment the frame is handed to the encoder."""
+        arrived = self.audio.arrival_time(round((frame.index + 1) * SAMPLE_RATE / self.config.engine.fps))
+        if arrived is not None and len(self._latency_s) < 1000:
+            self._latency_s.append(sent_at - arrived)
+
+    def _on_engine_error(self, exc: BaseException) -> None:
+        if self.closed:
+            return
+        detail = str(exc) if isinstance(exc, AvatarError) else exc.__class__.__name__
+        log.error("session %s: engine failed: %s", self.id, detail, exc_info=exc)
+        self.request_close(f"engine failed: {detail}", error=f"engine failed: {detail}")
+
+    def _on_connection_state(self) -> None:
+        state = self.pc.connectionState if self.pc else "closed"
+        log.info("session %s: connection %s", self.id, state)
+        if state in ("failed", "closed"):
+            self.request_close(f"peer connection {state}")
+
+    # ------------------------------------------------------------------------------------- stats
+    async def _stats_loop(self) -> None:
+        while True:
+            await self.clock.sleep(STATS_INTERVAL_S)
+            await self._send_quietly(signalling.stats(self.stats()))
+
+    def stats(self) -> dict[str, Any]:
+        """Counters since the last call (fps, engine_ms) and totals; see docs/protocol.md."""
+        now = self.clock.now()
+        last_time, last_sent = self._last_stats
+        elapsed = max(1e-6, now - last_time)
+        if self._engine_frames:
+            self._last_engine_ms = 1000.0 * self._engine_s / self._engine_frames
+        self._engine_s, self._engine_frames = 0.0, 0
+        if self._latency_s:
+            self._last_latency_ms = 1000.0 * sum(self._latency_s) / len(self._latency_s)
+            self._latency_s = []
+        self._last_stats = (now, self.video.sent)
+        worker = self.worker
+        return {
+            "session": self.id,
+            "fps": round((self.video.sent - last_sent) / elapsed, 2),
+            "frames_sent": self.video.sent,
+            "frames_repeated": self.video.repeated,
+            "frames_dropped": self.buffer.dropped + self.buffer.skipped,
+            "windows_dropped": worker.windows_dropped if worker else 0,
+            "engine_ms": round(self._last_engine_ms, 2),
+            "latency_ms": round(self._last_latency_ms, 1),
+            "queue_depth": worker.depth if worker else 0,
+            "frame_buffer": len(self.buffer),
+            "speaking": bool(self.audio.is_speaking()),
+            "audio_in_s": round(self.audio.received_samples / SAMPLE_RATE, 2),
+            "silence_padded_s": round(self.audio.padded_samples / SAMPLE_RATE, 2),
+            "uptime_s": round(now - self.started_at, 2),
+        }
+
+    # ----------------------------------------------------------------------------------- helpers
+    def _spawn(self, coro: Awaitable, name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"{name}-{self.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("session %s: task %s failed", self.id, task.get_name(), exc_info=task.exception())
+            self.request_close(f"internal error in {task.get_name()}")
+
+    async def _send_quietly(self, text: str) -> None:
+        try:
+            await asyncio.wait_for(self._send(text), timeout=2.0)
+        except Exception:  # the socket is gone; the session ends through the socket handler
+            pass
+
+
+def _quietly(action: Callable[[], object]) -> None:
+    try:
+        action()
+    except Exception:
+        log.exception("teardown step failed")
+
+
+def shorten_audio_jitter_buffer(receiver: Any) -> bool:
+    """Release inbound audio packets as soon as they are complete instead of after 4 more packets.
+
+    aiortc's audio receiver holds ``prefetch=4`` packets (~80 ms) to smooth playout; the server needs no
+    playout smoothing (audio goes into a ring buffer, and gaps are padded), so that delay only adds to
+    mouth-to-photon latency. This reaches into aiortc's private receiver state, guarded: when the
+    attribute is not there (another aiortc version) nothing changes. Returns whether it applied.
+    """
+    buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+    if buffer is None or not isinstance(getattr(buffer, "_prefetch", None), int):
+        return False
+    buffer._prefetch = 0
+    return True

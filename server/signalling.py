@@ -1,0 +1,115 @@
+"""The ``/ws`` signalling protocol (see docs/protocol.md): parse client messages, build server messages.
+
+``parse_message`` turns one WebSocket message into a typed message or raises ``SignallingError`` whose
+text is sent back verbatim as ``{"type": "error", "message": ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from avatar.errors import AvatarError
+
+AVATAR_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_SDP_CHARS = 128 * 1024
+"""A browser offer is 3-15 KB; anything far larger is not an SDP we want to parse."""
+
+
+class SignallingError(AvatarError):
+    """A client message was malformed or not acceptable now; the text goes back to the client."""
+
+
+@dataclass(frozen=True)
+class Offer:
+    sdp: str
+    avatar: str | None = None
+
+
+@dataclass(frozen=True)
+class ListAvatars:
+    pass
+
+
+@dataclass(frozen=True)
+class Ping:
+    pass
+
+
+ClientMessage = Offer | ListAvatars | Ping
+
+
+def parse_message(raw: str | bytes) -> ClientMessage:
+    """Validate one client message (text frame holding a JSON object with a ``type``)."""
+    if isinstance(raw, bytes | bytearray | memoryview):
+        raise SignallingError("binary messages are not supported; send JSON text")
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise SignallingError("message is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise SignallingError("message must be a JSON object with a 'type'")
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise SignallingError("message has no 'type' string")
+    if kind == "offer":
+        return _parse_offer(data)
+    if kind == "list_avatars":
+        return ListAvatars()
+    if kind == "ping":
+        return Ping()
+    shown = kind if len(kind) <= 40 else kind[:40] + "..."
+    raise SignallingError(f"unknown message type {shown!r}; expected offer, list_avatars or ping")
+
+
+def _parse_offer(data: dict[str, Any]) -> Offer:
+    sdp = data.get("sdp")
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise SignallingError("offer needs an 'sdp' string")
+    if len(sdp) > MAX_SDP_CHARS:
+        raise SignallingError(f"offer sdp is too large ({len(sdp)} characters, at most {MAX_SDP_CHARS})")
+    if not sdp.lstrip().startswith("v=0") or "\nm=" not in sdp:
+        raise SignallingError("offer sdp is not a session description (expected 'v=0' and 'm=' lines)")
+    if not re.search(r"^m=video ", sdp, re.MULTILINE):
+        raise SignallingError("offer has no video m-line; add a recvonly video transceiver")
+    avatar = data.get("avatar")
+    if avatar is not None and avatar != "":
+        if not isinstance(avatar, str) or not AVATAR_ID.match(avatar):
+            raise SignallingError("invalid avatar id (use 1-64 letters, digits, '_' or '-')")
+    return Offer(sdp=sdp, avatar=avatar or None)
+
+
+def answer(sdp: str, session_id: str) -> str:
+    return _dump({"type": "answer", "sdp": sdp, "session": session_id})
+
+
+def error(message: str) -> str:
+    return _dump({"type": "error", "message": one_line(message)})
+
+
+def avatars(entries: list[dict[str, str]]) -> str:
+    return _dump({"type": "avatars", "avatars": entries})
+
+
+def pong() -> str:
+    return _dump({"type": "pong"})
+
+
+def stats(values: dict[str, Any]) -> str:
+    return _dump({"type": "stats", **values})
+
+
+def ended(session_id: str, reason: str) -> str:
+    return _dump({"type": "ended", "session": session_id, "reason": one_line(reason)})
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Collapse whitespace/newlines and cap the length so a message is always one short line."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _dump(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"), allow_nan=False)

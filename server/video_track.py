@@ -1,0 +1,113 @@
+"""Outbound video: a bounded frame buffer filled by the engine worker and a clock-paced track.
+
+``recv()`` only waits for the next tick and takes what is there: the next rendered frame, else the
+last one again (counted as repeated), or the avatar's still portrait before the first rendered frame.
+Frame ``k`` has ``pts = k * 90000 / fps`` in time base 1/90000.
+"""
+
+from __future__ import annotations
+
+import collections
+import fractions
+from collections.abc import Callable
+
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import VideoFrame
+
+from avatar.engine import Frame
+from server.clock import Clock, MonotonicClock
+from server.pacing import Pacer
+
+VIDEO_CLOCK_RATE = 90000
+VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
+
+
+class FrameBuffer:
+    """Rendered frames waiting for the track: bounded (oldest dropped when full) and latency-capped
+    (when more than ``max_backlog`` frames wait, ``take`` skips to the newest)."""
+
+    def __init__(self, capacity: int = 8, max_backlog: int = 3) -> None:
+        self.capacity = max(1, int(capacity))
+        self.max_backlog = max(1, int(max_backlog))
+        self._frames: collections.deque[Frame] = collections.deque()
+        self.pushed = 0
+        self.dropped = 0  # pushed out because the buffer was full
+        self.skipped = 0  # jumped over to keep latency bounded
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def push(self, frame: Frame) -> None:
+        if len(self._frames) >= self.capacity:
+            self._frames.popleft()
+            self.dropped += 1
+        self._frames.append(frame)
+        self.pushed += 1
+
+    def take(self) -> Frame | None:
+        if not self._frames:
+            return None
+        if len(self._frames) > self.max_backlog:
+            self.skipped += len(self._frames) - 1
+            newest = self._frames[-1]
+            self._frames.clear()
+            return newest
+        return self._frames.popleft()
+
+    def clear(self) -> None:
+        self._frames.clear()
+
+
+class PacedVideoTrack(MediaStreamTrack):
+    """Video track sending one frame per tick of ``fps`` from a ``FrameBuffer``."""
+
+    kind = "video"
+
+    def __init__(
+        self,
+        buffer: FrameBuffer,
+        still_image: np.ndarray,
+        fps: float,
+        clock: Clock | None = None,
+        on_shown: Callable[[Frame, float], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.buffer = buffer
+        self.on_shown = on_shown
+        """Called with each engine frame and the clock time it is sent (for latency statistics)."""
+        self.fps = float(fps)
+        self.clock = clock or MonotonicClock()
+        self.pacer = Pacer(self.clock, 1.0 / self.fps)
+        self._image = np.ascontiguousarray(still_image, dtype=np.uint8)
+        self.sent = 0
+        self.repeated = 0  # ticks that re-sent the previous engine frame
+        self.stills = 0  # ticks that sent the portrait before the first engine frame
+        self.shown_index = -1  # timeline index of the engine frame sent last (-1: none yet)
+        self.shown_at = 0.0  # clock time it was sent
+        self.first_sent_at: float | None = None
+
+    async def recv(self) -> VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        tick = await self.pacer.next_tick()
+        if self.readyState != "live":
+            raise MediaStreamError
+        frame = self.buffer.take()
+        now = self.clock.now()
+        if frame is not None:
+            self._image = frame.image
+            self.shown_index, self.shown_at = frame.index, now
+            if self.on_shown is not None:
+                self.on_shown(frame, now)
+        elif self.shown_index >= 0:
+            self.repeated += 1
+        else:
+            self.stills += 1
+        if self.first_sent_at is None:
+            self.first_sent_at = now
+        out = VideoFrame.from_ndarray(np.ascontiguousarray(self._image, dtype=np.uint8), format="rgb24")
+        out.pts = round(tick * VIDEO_CLOCK_RATE / self.fps)
+        out.time_base = VIDEO_TIME_BASE
+        self.sent += 1
+        return out

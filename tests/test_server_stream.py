@@ -1,0 +1,204 @@
+"""Integration: a Python aiortc client streams speech to the in-process server and receives the face.
+
+Uses the real parametric engine when it is importable, else the box test double.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import json
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from websockets.asyncio.client import connect
+
+from avatar.audio.io import load_audio
+from avatar.engines import create_engine
+from avatar.errors import ConfigError
+from server.app import App
+from tests.media import espeak_wav, vowel_bursts
+
+pytestmark = pytest.mark.slow
+
+
+class ArrayAudioTrack(MediaStreamTrack):
+    """Plays 16 kHz mono float audio in real time as 20 ms s16 frames, then silence."""
+
+    kind = "audio"
+
+    def __init__(self, audio: np.ndarray) -> None:
+        super().__init__()
+        self.pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
+        self.k = 0
+        self.t0: float | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self.t0 is None:
+            self.t0 = time.monotonic()
+        await asyncio.sleep(max(0.0, self.t0 + self.k * 0.02 - time.monotonic()))
+        chunk = self.pcm[self.k * 320 : (self.k + 1) * 320]
+        chunk = np.pad(chunk, (0, 320 - len(chunk)))
+        frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 16000, self.k * 320, fractions.Fraction(1, 16000)
+        self.k += 1
+        return frame
+
+
+def _speech(tmp_path: Path) -> np.ndarray:
+    wav = espeak_wav(tmp_path / "speech.wav", "Hello, I am a talking portrait. Papa made a big blue balloon.")
+    audio = load_audio(wav) if wav is not None else vowel_bursts(4.0, 16000)
+    return np.concatenate([np.zeros(8000, np.float32), audio]).astype(np.float32)
+
+
+def _engine(box_engine_factory):
+    try:
+        return create_engine("parametric", fps=25, size=512, seed=0)
+    except ConfigError:
+        return box_engine_factory(fps=25, size=512)
+
+
+class Client:
+    """An aiortc client: optional audio out, video (and echo audio) in, frames recorded with arrival time."""
+
+    def __init__(self, audio: np.ndarray | None) -> None:
+        self.pc = RTCPeerConnection()
+        self.video: list[tuple[float, np.ndarray]] = []
+        self.audio_frames: list[av.AudioFrame] = []
+        self.tasks: list[asyncio.Task] = []
+        if audio is not None:
+            self.pc.addTrack(ArrayAudioTrack(audio))
+        self.pc.addTransceiver("video", direction="recvonly")
+        self.pc.on("track", self._on_track)
+
+    def _on_track(self, track) -> None:
+        self.tasks.append(asyncio.ensure_future(self._read(track)))
+
+    async def _read(self, track) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                if track.kind == "video":
+                    self.video.append((time.monotonic(), frame.to_ndarray(format="rgb24")))
+                else:
+                    self.audio_frames.append(frame)
+        except MediaStreamError:
+            pass
+
+    async def connect(self, ws) -> dict:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        await ws.send(json.dumps({"type": "offer", "sdp": self.pc.localDescription.sdp}))
+        while True:
+            reply = json.loads(await ws.recv())
+            if reply["type"] == "answer":
+                await self.pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+                return reply
+            assert reply["type"] == "stats", reply
+
+    async def close(self) -> None:
+        await self.pc.close()
+        for task in self.tasks:
+            task.cancel()
+
+
+async def _wait_for(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
+async def _health(http_get, port) -> dict:
+    return json.loads((await http_get(port, "/health"))[2])
+
+
+async def test_speech_in_video_out_at_the_configured_rate(
+    make_config, box_engine_factory, http_get, tmp_path
+):
+    engine = _engine(box_engine_factory)
+    app = App(make_config(), engine)
+    await app.start(host="127.0.0.1", port=0)
+    client = Client(_speech(tmp_path))
+    stats: list[dict] = []
+    try:
+        async with connect(f"ws://127.0.0.1:{app.port}/ws") as ws:
+            offered = time.monotonic()
+            answer = await client.connect(ws)
+            await _wait_for(lambda: client.video, timeout=15)
+            assert client.video, "no video frame arrived"
+            first_frame_s = client.video[0][0] - offered
+            assert (await _health(http_get, app.port))["sessions"] == 1
+            start_count, start_time = len(client.video), time.monotonic()
+            await asyncio.sleep(3.0)
+            fps = (len(client.video) - start_count) / (time.monotonic() - start_time)
+            while True:  # stats events arrive about once per second
+                try:
+                    stats.append(json.loads(await asyncio.wait_for(ws.recv(), timeout=1.5)))
+                except TimeoutError:
+                    break
+                if len(stats) >= 2:
+                    break
+        assert answer["session"]
+        assert fps >= 15, f"only {fps:.1f} fps received"
+        assert first_frame_s < 10
+        shapes = {image.shape for _, image in client.video}
+        assert shapes == {(512, 512, 3)}
+        images = [image for _, image in client.video]
+        assert max(np.abs(a.astype(int) - images[0]).mean() for a in images[1:]) > 0.5  # the face moves
+        assert stats and stats[0]["type"] == "stats" and stats[0]["session"] == answer["session"]
+        assert {"fps", "frames_repeated", "engine_ms", "queue_depth", "speaking"} <= set(stats[0])
+        await _wait_for(lambda: False, timeout=0.5)
+        health = {}
+        for _ in range(60):  # the socket is closed: the session must go away
+            health = await _health(http_get, app.port)
+            if health["sessions"] == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert health == {"status": "ok", "engine": engine.name, "sessions": 0}
+    finally:
+        await client.close()
+        await app.stop()
+
+
+async def test_no_audio_track_still_streams_an_idle_face(make_config, box_engine_factory):
+    engine = box_engine_factory(fps=25, size=256)
+    app = App(make_config(**{"engine.size": 256, "video.echo_audio": True}), engine)
+    await app.start(host="127.0.0.1", port=0)
+    client = Client(None)
+    try:
+        async with connect(f"ws://127.0.0.1:{app.port}/ws") as ws:
+            await client.connect(ws)
+            await _wait_for(lambda: len(client.video) >= 40, timeout=15)
+        assert len(client.video) >= 40
+        session_windows = engine.sessions[0].windows
+        assert session_windows > 5  # silence padding drove the engine without any inbound audio
+        late = [image for _, image in client.video[-20:]]
+        assert max(np.abs(a.astype(int) - late[0]).mean() for a in late[1:]) > 0.1  # not frozen
+        assert not client.audio_frames  # no audio m-line offered: no echo track either
+    finally:
+        await client.close()
+        await app.stop()
+
+
+async def test_echo_audio_comes_back_with_the_video(make_config, box_engine_factory, tmp_path):
+    engine = box_engine_factory(fps=25, size=256)
+    app = App(make_config(**{"engine.size": 256, "video.echo_audio": True}), engine)
+    await app.start(host="127.0.0.1", port=0)
+    client = Client(vowel_bursts(4.0, 16000, lead_silence_s=0.2))
+    try:
+        async with connect(f"ws://127.0.0.1:{app.port}/ws") as ws:
+            await client.connect(ws)
+            await _wait_for(lambda: len(client.audio_frames) >= 150, timeout=15)
+        assert len(client.audio_frames) >= 100
+        assert {f.sample_rate for f in client.audio_frames} == {48000}
+        level = max(np.abs(f.to_ndarray()).max() for f in client.audio_frames)
+        assert level > 2000  # the speech came back, not only silence
+    finally:
+        await client.close()
+        await app.stop()
