@@ -112,5 +112,10 @@ class Engine(ABC):
     def new_session(self, avatar: PreparedAvatar, seed: int = 0) -> EngineSession:
         """Open a session animating ``avatar``; randomness (blinks, sway) is seeded by ``seed``."""
 
+    @property
+    def preferred_window(self) -> dict[str, float] | None:
+        """Window geometry the engine needs (``WindowConfig`` field values), or None for any."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release engine-wide resources."""

@@ -27,4 +27,7 @@ def create_engine(name: str, **options: Any) -> Engine:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"engine {name!r} is not available: {exc}") from None
-    return getattr(module, class_name)(**options)
+    try:
+        return getattr(module, class_name)(**options)
+    except TypeError as exc:
+        raise ConfigError(f"engine {name!r}: bad option ({exc})") from None

@@ -39,6 +39,7 @@ class EngineSettings:
     fps: float = 25.0
     size: int = 512
     seed: int = 0
+    options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -121,14 +122,17 @@ class Config:
         p = Path(value).expanduser()
         return p if p.is_absolute() else self.root / p
 
-    def window_config(self) -> WindowConfig:
-        w = self.window
+    def window_config(self, preferred: Mapping[str, float] | None = None) -> WindowConfig:
+        """The ``window`` section as a ``WindowConfig``; an engine's ``preferred_window`` (the geometry
+        it was trained for, e.g. EMO's 12-frame windows) takes precedence over the section."""
+        w = dataclasses.asdict(self.window)
+        w.update(preferred or {})
         return WindowConfig(
             fps=self.engine.fps,
-            frames_per_window=w.frames_per_window,
-            hop=w.hop,
-            left_context_ms=w.left_context_ms,
-            right_context_ms=w.right_context_ms,
+            frames_per_window=int(w["frames_per_window"]),
+            hop=int(w["hop"]),
+            left_context_ms=float(w["left_context_ms"]),
+            right_context_ms=float(w["right_context_ms"]),
         )
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Config:
@@ -246,6 +250,10 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{key} must be a list, got {value!r}")
         return value
+    if isinstance(default, dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
     return value
 
 

@@ -54,7 +54,7 @@ def make_engine(config: Config) -> Engine:
     """Instantiate the configured engine; any failure becomes a one-line ``ConfigError``."""
     e = config.engine
     try:
-        return create_engine(e.name, fps=e.fps, size=e.size, seed=e.seed)
+        return create_engine(e.name, fps=e.fps, size=e.size, seed=e.seed, **e.options)
     except AvatarError:
         raise
     except Exception as exc:

@@ -93,10 +93,14 @@ class Session:
         self.clock = clock or MonotonicClock()
         self.loop = asyncio.get_running_loop()
         audio = config.audio
+        window = config.window_config(engine.preferred_window)
         self.audio = AudioInput(
-            config.window_config(), audio.vad_aggressiveness, audio.ring_seconds, audio.max_gap_ms, self.clock
+            window, audio.vad_aggressiveness, audio.ring_seconds, audio.max_gap_ms, self.clock
         )
-        self.buffer = FrameBuffer(config.video.frame_queue, MAX_BACKLOG_FRAMES)
+        # A window's frames arrive together: the buffer must hold one window plus the latency slack.
+        self.buffer = FrameBuffer(
+            max(config.video.frame_queue, 2 * window.hop), MAX_BACKLOG_FRAMES + window.hop
+        )
         self.video = PacedVideoTrack(self.buffer, avatar.image, config.engine.fps, self.clock, self._on_shown)
         self.echo: EchoAudioTrack | None = None
         if config.video.echo_audio:

@@ -1,0 +1,198 @@
+"""EmoEngine: the EMO diffusion engine behind the project's ``Engine`` interface.
+
+Windows: the session renders exactly the frames each window asks for (any count ≤ unet.max_frames −
+motion frames; longer windows are split), with the previous frames' latents as motion frames. EMO is
+trained on ``window.frames`` (12) frames per window, so servers should use ``EmoEngine.preferred_window``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from avatar.emo.audio_encoder import frame_segments
+from avatar.emo.config import EmoConfig, load_emo_config
+from avatar.emo.face_region import FaceRegion, composite, crop_face, face_region, locate_face
+from avatar.emo.pipeline import EmoPipeline, ReferenceState
+from avatar.engine import AudioWindow, Engine, EngineSession, Frame, PreparedAvatar
+from avatar.errors import ConfigError
+
+UNTRAINED_HINT = (
+    "train the EMO model for config {cfg} (or load a trained checkpoint with engine.checkpoint=PATH), "
+    "or use engine.name=parametric; allow_untrained=True is for development only"
+)
+
+
+@dataclass
+class EmoAvatarData:
+    """Per-portrait cache shared by sessions (read-only)."""
+
+    region: FaceRegion
+    reference: ReferenceState
+
+
+class EmoEngine(Engine):
+    """EMO engine. ``config``: name in configs/emo or a yaml path; ``checkpoint``: folder saved by
+    ``EmoPipeline.save_pretrained``. Refuses to start without trained weights unless ``allow_untrained``."""
+
+    name = "emo"
+
+    def __init__(
+        self,
+        fps: float = 25.0,
+        size: int = 512,
+        seed: int = 0,
+        config: str | Path | EmoConfig = "tiny",
+        checkpoint: str | Path | None = None,
+        allow_untrained: bool = False,
+        toy: bool = False,
+        threads: int | None = None,
+        pipeline: EmoPipeline | None = None,
+    ) -> None:
+        super().__init__(fps=fps, size=size)
+        self.seed = int(seed)
+        cfg = config if isinstance(config, EmoConfig) else load_emo_config(config, toy=toy)
+        if threads:
+            torch.set_num_threads(int(threads))
+        if pipeline is not None:
+            self.pipeline = pipeline
+        elif checkpoint is None:
+            if not allow_untrained:
+                raise ConfigError(
+                    "the EMO engine has no trained checkpoint: " + UNTRAINED_HINT.format(cfg=cfg.name)
+                )
+            self.pipeline = EmoPipeline.from_config(cfg, seed=self.seed)
+        else:
+            path = Path(checkpoint)
+            if not path.exists():
+                raise ConfigError(f"EMO checkpoint not found: {path}")
+            self.pipeline = EmoPipeline.from_pretrained(path, cfg)
+        if self.pipeline.training_steps <= 0 and not allow_untrained:
+            raise ConfigError(
+                f"EMO checkpoint {checkpoint} is untrained (0 training steps): "
+                + UNTRAINED_HINT.format(cfg=cfg.name)
+            )
+        self.config = self.pipeline.config
+        if self.config.face["crop_size"] > size:
+            raise ConfigError(
+                f"output size {size} is smaller than the EMO face region {self.config.face['crop_size']}"
+            )
+
+    @property
+    def preferred_window(self) -> dict[str, float]:
+        """Window geometry EMO is trained for (``avatar.audio.windowing.WindowConfig`` fields)."""
+        m = int(self.config.window["audio_context"])
+        return {
+            "frames_per_window": int(self.config.window["frames"]),
+            "hop": int(self.config.window["frames"]),
+            "left_context_ms": 1000.0 * m / self.fps,
+            "right_context_ms": 1000.0 * m / self.fps,
+        }
+
+    def prepare(self, portrait: str | Path | np.ndarray, avatar_id: str | None = None) -> PreparedAvatar:
+        image, box, warnings = locate_face(portrait, self.size)
+        face = self.config.face
+        region = face_region(
+            self.size, box, int(face["crop_size"]), float(face["crop_scale"]), float(face["feather"])
+        )
+        reference = self.pipeline.encode_reference(crop_face(image, region), region.face_mask)
+        if avatar_id is None:
+            avatar_id = Path(portrait).stem if isinstance(portrait, str | Path) else "portrait"
+        return PreparedAvatar(avatar_id, image, EmoAvatarData(region, reference), warnings)
+
+    def new_session(self, avatar: PreparedAvatar, seed: int = 0) -> EmoSession:
+        if not isinstance(avatar.data, EmoAvatarData):
+            raise ConfigError("this avatar was prepared by another engine; prepare it with the EMO engine")
+        return EmoSession(self, avatar, seed)
+
+
+class EmoSession(EngineSession):
+    """Streams windows: motion frames and overlap latents carried across calls, noise seeded per frame."""
+
+    def __init__(self, engine: EmoEngine, avatar: PreparedAvatar, seed: int) -> None:
+        self.engine = engine
+        self.pipe = engine.pipeline
+        self.avatar = avatar
+        self.data: EmoAvatarData = avatar.data
+        self.seed = int(seed)
+        cfg = self.pipe.config.window
+        self.n_motion = int(cfg["motion_frames"])
+        self.crossfade = int(cfg["crossfade_frames"])
+        self.max_chunk = int(self.pipe.config.unet["max_frames"]) - self.n_motion - self.crossfade
+        self.history: dict[int, torch.Tensor] = {}
+        self.last_timings: dict[str, float] = {}
+
+    def process(self, window: AudioWindow) -> list[Frame]:
+        end = window.first_frame + window.num_frames
+        frames: list[Frame] = []
+        self.last_timings = {}
+        start = window.emit_from
+        while start < end:
+            stop = min(end, start + max(1, self.max_chunk))
+            frames.extend(self._render(window, start, stop))
+            start = stop
+        return frames
+
+    def _motion_latents(self, start: int) -> torch.Tensor | None:
+        if self.n_motion == 0:
+            return None
+        past = [self.history.get(i) for i in range(start - self.n_motion, start)]
+        if all(p is None for p in past) and self.pipe.config.window["first_motion"] == "zeros":
+            return torch.zeros(self.n_motion, *self.data.reference.latent.shape[1:])
+        ref = self.data.reference.latent[0]
+        return torch.stack([ref if p is None else p for p in past])
+
+    def _velocity(self, window: AudioWindow, first: int, count: int) -> torch.Tensor | None:
+        speed = self.pipe.config.speed
+        if speed["mode"] == "constant":
+            return None
+        seg = frame_segments(torch.from_numpy(window.samples), window.start_sample, first, count, window.fps)
+        rms = seg.square().mean(dim=1).sqrt()
+        return float(speed["velocity"]) + float(speed["audio_gain"]) * rms.clamp(0, 1)
+
+    def _render(self, window: AudioWindow, start: int, stop: int) -> list[Frame]:
+        timings = self.last_timings
+        t0 = time.perf_counter()
+        k = sum(1 for i in range(start - self.crossfade, start) if i in self.history) if self.crossfade else 0
+        first = start - k
+        indices = list(range(first, stop))
+        m = int(self.pipe.config.window["audio_context"])
+        tokens = self.pipe.audio_tokens(window.samples, window.start_sample, first, len(indices), window.fps)
+        velocity = self._velocity(window, first - m, len(indices) + 2 * m)
+        pinned = torch.stack([self.history[i] for i in range(first, start)]) if k else None
+        timings["audio"] = timings.get("audio", 0.0) + (time.perf_counter() - t0) * 1000.0
+        out = self.pipe(
+            self.data.reference,
+            tokens,
+            indices,
+            self._motion_latents(first),
+            velocity,
+            seed=self.seed,
+            pinned_latents=pinned,
+            timings=timings,
+        )
+        t1 = time.perf_counter()
+        result = []
+        for j, index in enumerate(indices):
+            self.history[index] = out.latents[j]
+            if index < start:
+                continue
+            image = composite(self.avatar.image, out.images[j - k], self.data.region)
+            result.append(
+                Frame(index=index, image=image, speaking=window.speech > 0.0, info={"engine": "emo"})
+            )
+        keep = max(self.n_motion, self.crossfade)
+        for old in [i for i in self.history if i < stop - keep]:
+            del self.history[old]
+        timings["composite"] = timings.get("composite", 0.0) + (time.perf_counter() - t1) * 1000.0
+        return result
+
+    def interrupt(self) -> None:
+        """Nothing queued: motion frames keep the next window continuous with what was shown."""
+
+    def close(self) -> None:
+        self.history.clear()

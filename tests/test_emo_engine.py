@@ -1,0 +1,114 @@
+"""EmoEngine: refuses untrained weights, loads a checkpoint, streams server-style windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avatar.audio.windowing import AudioRing, WindowConfig, Windower
+from avatar.emo.engine import EmoEngine
+from avatar.emo.pipeline import EmoPipeline
+from avatar.emo.testing import micro_config, randomize_zero_layers, speech_like
+from avatar.engines import create_engine
+from avatar.errors import ConfigError, PortraitError
+
+torch.set_num_threads(1)  # tiny models: one thread is fastest on the shared 2-core box
+ASTRONAUT = Path(__file__).resolve().parents[1] / "avatar" / "assets" / "astronaut.png"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    cfg = micro_config()
+    pipe = EmoPipeline.from_config(cfg, seed=0)
+    randomize_zero_layers(pipe)
+    root = tmp_path_factory.mktemp("emo")
+    pipe.save_pretrained(root / "trained", training_steps=10)
+    pipe.save_pretrained(root / "untrained", training_steps=0)
+    return cfg, root
+
+
+@pytest.fixture(scope="module")
+def engine_and_avatar(checkpoint):
+    cfg, root = checkpoint
+    engine = EmoEngine(size=128, config=cfg, checkpoint=root / "trained", seed=0)
+    return engine, engine.prepare(ASTRONAUT)
+
+
+def test_refuses_to_start_without_trained_weights(checkpoint):
+    cfg, root = checkpoint
+    with pytest.raises(ConfigError, match="no trained checkpoint.*train"):
+        create_engine("emo", fps=25, size=128, seed=0)
+    with pytest.raises(ConfigError, match="untrained"):
+        EmoEngine(size=128, config=cfg, checkpoint=root / "untrained")
+    with pytest.raises(ConfigError, match="not found"):
+        EmoEngine(size=128, config=cfg, checkpoint=root / "missing")
+    other = micro_config()
+    other.audio_projection.update(token_dim=8)
+    with pytest.raises(ConfigError, match="does not fit"):
+        EmoEngine(size=128, config=other, checkpoint=root / "trained")
+    assert EmoEngine(size=128, config=cfg, checkpoint=root / "untrained", allow_untrained=True)
+
+
+def _windows(audio, config):
+    ring, windower = AudioRing(5.0), Windower(config)
+    ring.write(audio)
+    total = int(len(audio) / 16000 * config.fps)
+    yield from windower.ready(ring)
+    yield from windower.flush(ring, total)
+
+
+@pytest.mark.parametrize("geometry", [dict(frames_per_window=2, hop=2), dict(frames_per_window=6, hop=4)])
+def test_streams_server_windows_in_order(engine_and_avatar, geometry):
+    engine, avatar = engine_and_avatar
+    assert avatar.image.shape == (128, 128, 3)
+    session = engine.new_session(avatar, seed=3)
+    config = WindowConfig(fps=25.0, left_context_ms=80, right_context_ms=80, **geometry)
+    frames = []
+    for window in _windows(speech_like(0.64), config):
+        out = session.process(window)
+        assert [f.index for f in out] == list(range(window.emit_from, window.first_frame + window.num_frames))
+        frames.extend(out)
+    assert [f.index for f in frames] == list(range(len(frames))) and len(frames) >= 16
+    region = avatar.data.region
+    for f in frames:
+        assert f.image.shape == (128, 128, 3) and f.image.dtype == np.uint8
+        outside = np.ones((128, 128), bool)
+        outside[region.y0 : region.y0 + region.side, region.x0 : region.x0 + region.side] = False
+        assert np.array_equal(f.image[outside], avatar.image[outside])
+    inner = slice(region.y0 + region.side // 3, region.y0 + 2 * region.side // 3)
+    assert not np.array_equal(frames[0].image[inner], avatar.image[inner])
+    session.close()
+
+
+def test_same_seed_same_frames_and_preferred_window(checkpoint, engine_and_avatar):
+    cfg, _ = checkpoint
+    engine, avatar = engine_and_avatar
+    config = WindowConfig(fps=25.0, frames_per_window=6, hop=6, left_context_ms=80, right_context_ms=80)
+    runs = []
+    for _ in range(2):
+        session = engine.new_session(avatar, seed=7)
+        runs.append([f.image for w in _windows(speech_like(0.48), config) for f in session.process(w)])
+    assert all(np.array_equal(a, b) for a, b in zip(*runs, strict=True))
+    pw = engine.preferred_window
+    assert pw["frames_per_window"] == cfg.window["frames"] and pw["right_context_ms"] == pytest.approx(80.0)
+
+
+def test_crossfade_session_emits_each_frame_once(checkpoint):
+    cfg, root = checkpoint
+    cfg2 = micro_config(crossfade_frames=2)
+    engine = EmoEngine(size=128, config=cfg2, checkpoint=root / "trained")
+    session = engine.new_session(engine.prepare(ASTRONAUT), seed=0)
+    config = WindowConfig(fps=25.0, frames_per_window=4, hop=4, left_context_ms=160, right_context_ms=80)
+    indices = [f.index for w in _windows(speech_like(0.48), config) for f in session.process(w)]
+    assert indices == list(range(12))
+
+
+def test_portrait_without_face_is_a_portrait_error(engine_and_avatar):
+    engine, _ = engine_and_avatar
+    blank = np.full((200, 200, 3), 90, np.uint8)
+    blank[50:150, 50:150] = (30, 160, 40)
+    with pytest.raises(PortraitError):
+        engine.prepare(blank)
