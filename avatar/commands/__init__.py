@@ -5,4 +5,5 @@ COMMAND_MODULES = [
     "avatar.commands.render",
     "avatar.commands.say",
     "avatar.commands.detect",
+    "avatar.commands.eval",
 ]
