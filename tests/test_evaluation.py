@@ -376,7 +376,7 @@ def test_engine_case_end_to_end_and_report_files(tmp_path, embedder):
     assert abs(metrics["sync_lag_ms"]) <= 40.0
     assert metrics["gt_r"] > 0.9 and abs(metrics["gt_lag_ms"]) <= 20.0  # the 'real' clip is this engine
     assert reference["sync_r"] == pytest.approx(metrics["sync_r"], abs=0.1)
-    assert metrics["identity_distance"] < 0.3
+    assert metrics["identity_distance"] < 0.4  # same person (< 0.6); the watermark grain alone adds ~0.14
     assert metrics["background_flicker"] < 0.5  # only the mouth moves
     assert metrics["frames_rendered"] == metrics["frames"] == 90
     assert metrics["real_time_factor"] > 0 and metrics["ms_per_frame"] > 0

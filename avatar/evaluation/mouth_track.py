@@ -23,10 +23,10 @@ class FaceMeshTracker:
     """
 
     def __init__(self, video: bool = True) -> None:
-        import mediapipe as mp
+        from avatar.facemesh import create_face_mesh
 
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=not video, refine_landmarks=True, max_num_faces=1, min_detection_confidence=0.5
+        self._mesh = create_face_mesh(
+            static_image_mode=not video, max_num_faces=1, min_detection_confidence=0.5
         )
 
     def landmarks(self, image: np.ndarray) -> np.ndarray:

@@ -1,0 +1,52 @@
+"""MediaPipe's legacy face mesh (478 landmarks; the model ships inside the ``mediapipe`` wheel), created
+without the C++ log lines and protobuf warnings MediaPipe prints on start-up."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+_quiet_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the duration (native libraries log there directly)."""
+    with _quiet_lock:
+        try:
+            sys.stderr.flush()
+            saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        except OSError:
+            yield
+            return
+        os.dup2(null, 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(null)
+
+
+def create_face_mesh(static_image_mode: bool = True, max_num_faces: int = 1, **options: Any) -> Any:
+    """A ready ``mp.solutions.face_mesh.FaceMesh`` (refined: 478 landmarks incl. irises), warmed up once
+    so its first-inference log lines are swallowed too. Not thread-safe: one per thread."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype")
+    options.setdefault("refine_landmarks", True)
+    with _quiet_native_stderr():
+        import mediapipe as mp
+
+        mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=static_image_mode, max_num_faces=max_num_faces, **options
+        )
+        mesh.process(np.zeros((64, 64, 3), dtype=np.uint8))
+    return mesh
