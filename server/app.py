@@ -19,14 +19,15 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from avatar.engine import Engine
+from avatar.engine import SAMPLE_RATE, Engine
 from avatar.errors import AvatarError
 from server import signalling
 from server.avatars import AvatarRegistry
 from server.clock import Clock
 from server.config import Config
 from server.session import Session, SessionRegistry
-from server.signalling import ListAvatars, Offer, Ping, SignallingError
+from server.signalling import Interrupt, ListAvatars, Offer, Ping, PushAudio, Say, SignallingError
+from server.speaker import TtsProvider
 from server.static_files import StaticFiles
 
 log = logging.getLogger("server.app")
@@ -52,6 +53,7 @@ class App:
             engine, config.path(config.avatar.default), config.path(config.avatar.dir)
         )
         self.sessions = SessionRegistry(config.server.max_sessions)
+        self.tts = TtsProvider(config.speech.tts, config.speech.max_text_chars)
         self.static = StaticFiles(config.path(config.server.static_dir))
         self._server: Server | None = None
         self._stopping = False
@@ -152,6 +154,8 @@ class App:
                 return signalling.avatars(self.avatars.public_list())
             if isinstance(message, Offer):
                 return await self._offer(state, message, send)
+            if isinstance(message, Say | PushAudio | Interrupt):
+                return await self._speech(state, message)
             raise SignallingError("unsupported message")
         except AvatarError as exc:
             log.info("socket from %s: %s", state.peer, exc)
@@ -159,6 +163,18 @@ class App:
         except Exception:
             log.exception("socket from %s: failed to handle a message", state.peer)
             return signalling.error("internal error while handling the message")
+
+    async def _speech(self, state: SocketState, message: Say | PushAudio | Interrupt) -> str:
+        session = state.session
+        if session is None or session.closed or not session.running:
+            raise SignallingError("start a session first: send an offer")
+        if isinstance(message, Say):
+            return await session.speaker.say(message.text, message.voice)
+        if isinstance(message, PushAudio):
+            return await session.speaker.push_audio(message)
+        record = session.speaker.interrupt()
+        return signalling.event("interrupted", dropped_s=round(
+            (record["dropped_samples"] + record["muted"]) / SAMPLE_RATE, 2))
 
     async def _offer(self, state: SocketState, offer: Offer, send) -> str:
         if state.session is not None and not state.session.closed:
@@ -170,10 +186,12 @@ class App:
         session = Session(
             self.config, self.engine, avatar, send,
             on_closed=self.sessions.remove, number=self.sessions.next_number(), clock=self.clock,
+            mode=offer.mode, tts=self.tts,
         )
         self.sessions.add(session)  # may still say busy if another offer won the race
         state.session = session
-        log.info("session %s: offer from %s (avatar %s)", session.id, state.peer, avatar.avatar_id)
+        log.info("session %s: offer from %s (avatar %s, mode %s)", session.id, state.peer, avatar.avatar_id,
+                 offer.mode)
         answer_sdp = await session.start(offer.sdp)
         return signalling.answer(answer_sdp, session.id)
 

@@ -39,6 +39,18 @@ class MonoResampler:
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
 
 
+class MutableAudioRing(AudioRing):
+    """An ``AudioRing`` whose recent past can be silenced (an interrupt mutes speech already queued)."""
+
+    def mute(self, start: int, stop: int) -> int:
+        """Zero the timeline samples [start, stop) still held; returns how many were zeroed."""
+        lo, hi = max(start, self.end - self.capacity, 0), min(stop, self.end)
+        if hi <= lo:
+            return 0
+        self._buf[np.arange(lo, hi) % self.capacity] = 0.0
+        return hi - lo
+
+
 class AudioInput:
     """Turns inbound audio into engine windows on the session timeline.
 
@@ -59,7 +71,7 @@ class AudioInput:
         self.clock = clock or MonotonicClock()
         self.resample = MonoResampler()
         self.vad = VoiceActivity(aggressiveness=vad_aggressiveness)
-        self.ring = AudioRing(ring_seconds)
+        self.ring = MutableAudioRing(ring_seconds)
         self.windower = Windower(window)
         self.max_gap_samples = int(max_gap_ms * SAMPLE_RATE / 1000)
         self._anchor_time = self.clock.now()
@@ -80,6 +92,21 @@ class AudioInput:
             self.received_samples += samples.size
         self._anchor_time, self._anchor_end = self.clock.now(), self.ring.end
         return self._ready()
+
+    def append(self, samples: np.ndarray, real: int) -> list[AudioWindow]:
+        """Speak mode: add timeline audio of which the first ``real`` samples are speech and the rest
+        silence (counted as padding); returns the windows that became ready."""
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if samples.size:
+            self._append(samples)
+            self.received_samples += real
+            self.padded_samples += samples.size - real
+        self._anchor_time, self._anchor_end = self.clock.now(), self.ring.end
+        return self._ready()
+
+    def mute(self, start: int) -> int:
+        """Silence the timeline from sample ``start`` to the ring's end; returns samples zeroed."""
+        return self.ring.mute(start, self.ring.end)
 
     def samples_behind(self) -> int:
         """How far the ring's end trails the wall-clock estimate of where live audio should be."""

@@ -27,7 +27,7 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     max_sessions: int = 4
-    max_message_bytes: int = 1048576
+    max_message_bytes: int = 3145728
     static_dir: str = "static"
     ice_servers: list = field(default_factory=list)
     shutdown_timeout_s: float = 5.0
@@ -74,6 +74,19 @@ class ProvenanceSettings:
     watermark: bool = True
 
 
+@dataclass(frozen=True)
+class SpeechSettings:
+    """Speak mode: typed text (``say``) and pushed audio (``audio``) limits, and barge-in."""
+
+    tts: str = "espeak"
+    max_text_chars: int = 1000
+    max_audio_seconds: float = 30.0
+    max_audio_bytes: int = 2000000
+    max_requests: int = 5
+    rate_window_s: float = 10.0
+    barge_in: bool = True
+
+
 SECTIONS: dict[str, type] = {
     "server": ServerSettings,
     "engine": EngineSettings,
@@ -82,6 +95,7 @@ SECTIONS: dict[str, type] = {
     "window": WindowSettings,
     "video": VideoSettings,
     "provenance": ProvenanceSettings,
+    "speech": SpeechSettings,
 }
 
 # (section, key) -> inclusive (low, high) bounds for numbers
@@ -101,6 +115,11 @@ BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
     ("window", "left_context_ms"): (0, 10000),
     ("window", "right_context_ms"): (0, 2000),
     ("video", "frame_queue"): (1, 1000),
+    ("speech", "max_text_chars"): (1, 100000),
+    ("speech", "max_audio_seconds"): (0.1, 600),
+    ("speech", "max_audio_bytes"): (1000, 256 * 1024 * 1024),
+    ("speech", "max_requests"): (1, 10000),
+    ("speech", "rate_window_s"): (0.1, 3600),
 }
 
 
@@ -115,6 +134,7 @@ class Config:
     window: WindowSettings
     video: VideoSettings
     provenance: ProvenanceSettings
+    speech: SpeechSettings = field(default_factory=SpeechSettings)
     root: Path = PROJECT_ROOT
 
     def path(self, value: str) -> Path:

@@ -45,7 +45,9 @@ class EngineWorker:
         self._stopping = False
         self._started = False
         self._session_closed = False
+        self._interrupt = threading.Event()
         self.windows_dropped = 0
+        self.interrupts = 0  # engine interrupt() calls made by the thread
 
     @property
     def depth(self) -> int:
@@ -74,6 +76,23 @@ class EngineWorker:
                     self.windows_dropped += 1
                 except queue.Empty:
                     pass
+
+    def interrupt(self) -> int:
+        """Drop the windows waiting (not counted as dropped) and have the thread call the engine
+        session's ``interrupt()`` before the next window. Non-blocking; returns the windows dropped."""
+        if self._stopping:
+            return 0
+        self._interrupt.set()
+        dropped = 0
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return dropped
+            if item is _STOP:  # stop() raced us: put it back and give up
+                self._queue.put_nowait(item)
+                return dropped
+            dropped += 1
 
     def stop(self) -> None:
         """Ask the thread to finish after its current window (non-blocking, idempotent)."""
@@ -105,6 +124,10 @@ class EngineWorker:
                 item = self._queue.get()
                 if item is _STOP:
                     break
+                if self._interrupt.is_set():
+                    self._interrupt.clear()
+                    self.session.interrupt()
+                    self.interrupts += 1
                 started = time.perf_counter()
                 frames = self.session.process(item)  # type: ignore[arg-type]
                 if not isinstance(frames, list) or not all(isinstance(f, Frame) for f in frames):

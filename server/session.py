@@ -27,6 +27,7 @@ from server.config import Config
 from server.echo_audio import EchoAudioTrack
 from server.engine_worker import EngineWorker
 from server.signalling import SignallingError
+from server.speaker import Speaker, TtsProvider
 from server.video_track import FrameBuffer, PacedVideoTrack
 
 log = logging.getLogger("server.session")
@@ -82,6 +83,8 @@ class Session:
         on_closed: Callable[[Session], None] = lambda session: None,
         number: int = 0,
         clock: Clock | None = None,
+        mode: str = "mirror",
+        tts: TtsProvider | None = None,
     ) -> None:
         self.id = secrets.token_hex(4)
         self.number = number
@@ -102,8 +105,13 @@ class Session:
             max(config.video.frame_queue, 2 * window.hop), MAX_BACKLOG_FRAMES + window.hop
         )
         self.video = PacedVideoTrack(self.buffer, avatar.image, config.engine.fps, self.clock, self._on_shown)
+        self.mode = mode
+        """``mirror``: the face speaks the inbound microphone; ``speak``: it speaks say/audio requests
+        and the microphone only drives barge-in."""
+        self.speaker = Speaker(self, tts or TtsProvider(config.speech.tts, config.speech.max_text_chars))
+        self.discard_before = 0  # engine frames with a smaller index are stale (cut before an interrupt)
         self.echo: EchoAudioTrack | None = None
-        if config.video.echo_audio:
+        if config.video.echo_audio or mode == "speak":
             self.echo = EchoAudioTrack(self.audio.ring, self.video, self.clock)
         self.pc: RTCPeerConnection | None = None
         self.worker: EngineWorker | None = None
@@ -173,11 +181,11 @@ class Session:
         await pc.setLocalDescription(await pc.createAnswer())
         if self.closed:
             raise SignallingError("session closed while starting")
-        self._spawn(self._pad_loop(), "pad")
-        self._spawn(self._stats_loop(), "stats")
+        self.spawn(self._speak_loop() if self.mode == "speak" else self._pad_loop(), "timeline")
+        self.spawn(self._stats_loop(), "stats")
         self.running = True
-        log.info("session %s: started (avatar %s, seed %d, media %s)", self.id, self.avatar.avatar_id,
-                 seed, "+".join(kinds))
+        log.info("session %s: started (avatar %s, seed %d, media %s, mode %s)", self.id,
+                 self.avatar.avatar_id, seed, "+".join(kinds), self.mode)
         return pc.localDescription.sdp
 
     def _open_engine_session(self, seed: int) -> EngineSession:
@@ -239,9 +247,9 @@ class Session:
         self.remote_tracks.append(track)
         if track.kind == "audio" and self._audio_track is None:
             self._audio_track = track
-            self._spawn(self._read_audio(track), "audio-in")
+            self.spawn(self._read_audio(track), "audio-in")
         else:
-            self._spawn(self._drain(track), f"drain-{track.kind}")
+            self.spawn(self._drain(track), f"drain-{track.kind}")
 
     async def _read_audio(self, track: MediaStreamTrack) -> None:
         log.info("session %s: inbound audio track", self.id)
@@ -252,11 +260,14 @@ class Session:
                 log.info("session %s: inbound audio ended; silence keeps the face moving", self.id)
                 return
             try:
+                if self.mode == "speak":
+                    self.speaker.hear(frame)
+                    continue
                 windows = self.audio.push_frame(frame)
             except Exception:
                 log.exception("session %s: unusable audio frame skipped", self.id)
                 continue
-            self._submit(windows)
+            self.submit(windows)
 
     async def _drain(self, track: MediaStreamTrack) -> None:
         try:
@@ -267,19 +278,36 @@ class Session:
 
     async def _pad_loop(self) -> None:
         while True:
-            self._submit(self.audio.pad_silence())
+            self.submit(self.audio.pad_silence())
             await self.clock.sleep(PAD_INTERVAL_S)
 
-    def _submit(self, windows: list) -> None:
+    async def _speak_loop(self) -> None:
+        while True:
+            self.speaker.tick()
+            await self.clock.sleep(PAD_INTERVAL_S)
+
+    def submit(self, windows: list) -> None:
+        """Hand audio windows to the engine thread (oldest dropped when it falls behind)."""
         if self.worker is not None and not self.closed:
             for window in windows:
                 self.worker.submit(window)
+
+    def drop_queued_output(self) -> tuple[int, int]:
+        """Interrupt: drop the windows waiting for the engine and the frames waiting for the track,
+        ignore frames of windows already cut, and have the engine ease back to idle (its
+        ``interrupt()`` runs in the engine thread before the next window). Returns (windows, frames)."""
+        windows = self.worker.interrupt() if self.worker is not None else 0
+        frames = len(self.buffer)
+        self.buffer.clear()
+        self.discard_before = self.audio.windower.next_first_frame
+        return windows, frames
 
     def _on_frames(self, frames: list[Frame], engine_s: float) -> None:
         if self.closed:
             return
         for frame in frames:
-            self.buffer.push(frame)
+            if frame.index >= self.discard_before:
+                self.buffer.push(frame)
         self._engine_s += engine_s
         self._engine_frames += len(frames)
 
@@ -337,20 +365,31 @@ class Session:
             "audio_in_s": round(self.audio.received_samples / SAMPLE_RATE, 2),
             "silence_padded_s": round(self.audio.padded_samples / SAMPLE_RATE, 2),
             "uptime_s": round(now - self.started_at, 2),
+            "mode": self.mode,
+            "speech_state": self.speaker.state,
+            "speech_queued_s": round(self.speaker.queue.queued_samples / SAMPLE_RATE, 2),
+            "user_speaking": self.speaker.user_speaking if self.mode == "speak" else False,
         }
 
     # ----------------------------------------------------------------------------------- helpers
-    def _spawn(self, coro: Awaitable, name: str) -> None:
+    def spawn(self, coro: Awaitable, name: str) -> asyncio.Task:
+        """Run ``coro`` as a task owned by the session (cancelled at close; a failure ends the session)."""
         task = asyncio.ensure_future(coro)
         task.set_name(f"{name}-{self.id}")
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
+
 
     def _task_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("session %s: task %s failed", self.id, task.get_name(), exc_info=task.exception())
             self.request_close(f"internal error in {task.get_name()}")
+
+    async def send_quietly(self, text: str) -> None:
+        """Send one message to the client; a closed socket is ignored."""
+        await self._send_quietly(text)
 
     async def _send_quietly(self, text: str) -> None:
         try:

@@ -22,10 +22,16 @@ class SignallingError(AvatarError):
     """A client message was malformed or not acceptable now; the text goes back to the client."""
 
 
+MODES = ("mirror", "speak")
+AUDIO_FORMATS = ("wav", "pcm16")
+
+
 @dataclass(frozen=True)
 class Offer:
     sdp: str
     avatar: str | None = None
+    mode: str = "mirror"
+    """``mirror``: the face speaks the microphone; ``speak``: it speaks say/audio, the mic only barges in."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,27 @@ class Ping:
     pass
 
 
-ClientMessage = Offer | ListAvatars | Ping
+@dataclass(frozen=True)
+class Say:
+    text: str
+    voice: str = "en"
+
+
+@dataclass(frozen=True)
+class PushAudio:
+    format: str
+    """``wav`` (any rate in the header) or ``pcm16`` (little-endian mono at ``sample_rate``)."""
+    data: str
+    """base64, not yet decoded."""
+    sample_rate: int | None = None
+
+
+@dataclass(frozen=True)
+class Interrupt:
+    pass
+
+
+ClientMessage = Offer | ListAvatars | Ping | Say | PushAudio | Interrupt
 
 
 def parse_message(raw: str | bytes) -> ClientMessage:
@@ -60,8 +86,16 @@ def parse_message(raw: str | bytes) -> ClientMessage:
         return ListAvatars()
     if kind == "ping":
         return Ping()
+    if kind == "say":
+        return _parse_say(data)
+    if kind == "audio":
+        return _parse_audio(data)
+    if kind == "interrupt":
+        return Interrupt()
     shown = kind if len(kind) <= 40 else kind[:40] + "..."
-    raise SignallingError(f"unknown message type {shown!r}; expected offer, list_avatars or ping")
+    raise SignallingError(
+        f"unknown message type {shown!r}; expected offer, list_avatars, ping, say, audio or interrupt"
+    )
 
 
 def _parse_offer(data: dict[str, Any]) -> Offer:
@@ -78,7 +112,35 @@ def _parse_offer(data: dict[str, Any]) -> Offer:
     if avatar is not None and avatar != "":
         if not isinstance(avatar, str) or not AVATAR_ID.match(avatar):
             raise SignallingError("invalid avatar id (use 1-64 letters, digits, '_' or '-')")
-    return Offer(sdp=sdp, avatar=avatar or None)
+    mode = data.get("mode", "mirror")
+    if mode not in MODES:
+        raise SignallingError("offer mode must be 'mirror' or 'speak'")
+    return Offer(sdp=sdp, avatar=avatar or None, mode=mode)
+
+
+def _parse_say(data: dict[str, Any]) -> Say:
+    text = data.get("text")
+    if not isinstance(text, str):
+        raise SignallingError("say needs a 'text' string")
+    voice = data.get("voice", "en")
+    if not isinstance(voice, str) or not voice.strip():
+        raise SignallingError("say 'voice' must be a language code such as en, es, de, fr")
+    return Say(text=text, voice=voice.strip())
+
+
+def _parse_audio(data: dict[str, Any]) -> PushAudio:
+    fmt = data.get("format")
+    if fmt not in AUDIO_FORMATS:
+        raise SignallingError("audio 'format' must be 'wav' or 'pcm16'")
+    payload = data.get("data")
+    if not isinstance(payload, str) or not payload:
+        raise SignallingError("audio needs base64 'data'")
+    rate = data.get("sample_rate")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int)):
+        raise SignallingError("audio 'sample_rate' must be a whole number of Hz")
+    if fmt == "pcm16" and rate is None:
+        raise SignallingError("pcm16 audio needs a 'sample_rate'")
+    return PushAudio(format=fmt, data=payload, sample_rate=rate)
 
 
 def answer(sdp: str, session_id: str) -> str:
@@ -99,6 +161,11 @@ def pong() -> str:
 
 def stats(values: dict[str, Any]) -> str:
     return _dump({"type": "stats", **values})
+
+
+def event(kind: str, **fields: Any) -> str:
+    """A server event without a request: speaking_started, speaking_finished, ..."""
+    return _dump({"type": kind, **fields})
 
 
 def ended(session_id: str, reason: str) -> str:

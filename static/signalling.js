@@ -61,11 +61,24 @@ function openSocket(url, timeoutMs) {
  * A talking-avatar session.
  *
  * handlers: onVideo(MediaStream), onAudio(MediaStream), onStats(object), onConnectionState(string),
- * onFailure(message) — called at most once, after start() resolved, when the session dies on its own.
+ * onFailure(message) — called at most once, after start() resolved, when the session dies on its own;
+ * onError(message) — optional: errors after start() (e.g. a refused "say") go here instead of ending the
+ * session; onEvent(object) — other server events (queued, interrupted, speaking_started, ...).
+ *
+ * mode: "mirror" (the face speaks the microphone) or "speak" (it speaks "say"/"audio" messages and the
+ * microphone only interrupts it). Without a microphone stream an audio transceiver is still offered
+ * (`audioDirection`, default "recvonly") so the avatar's voice can come back; with "sendrecv" a
+ * microphone can be attached later with setMicrophone() without renegotiating.
  */
 export class AvatarSession {
-  constructor({ micStream, avatarId = "", iceServers = [], url = signallingUrl(), handlers = {} }) {
+  constructor({
+    micStream = null, avatarId = "", iceServers = [], url = signallingUrl(), handlers = {}, mode = "",
+    audioDirection = "recvonly",
+  }) {
     this.micStream = micStream;
+    this.mode = mode;
+    this.audioDirection = audioDirection;
+    this.audioTransceiver = null;
     this.avatarId = avatarId;
     this.iceServers = iceServers;
     this.url = url;
@@ -84,9 +97,10 @@ export class AvatarSession {
     this.pc = pc;
     // The microphone goes out on a sendrecv transceiver so the server may echo the voice back on the
     // same m-line; video comes back on a recvonly one.
-    for (const track of this.micStream.getAudioTracks()) {
-      pc.addTransceiver(track, { direction: "sendrecv", streams: [this.micStream] });
+    for (const track of this.micStream?.getAudioTracks() ?? []) {
+      this.audioTransceiver = pc.addTransceiver(track, { direction: "sendrecv", streams: [this.micStream] });
     }
+    if (!this.audioTransceiver) this.audioTransceiver = pc.addTransceiver("audio", { direction: this.audioDirection });
     pc.addTransceiver("video", { direction: "recvonly" });
     pc.ontrack = (event) => this.onTrack(event);
     pc.onconnectionstatechange = () => this.onConnectionState(pc.connectionState);
@@ -107,6 +121,7 @@ export class AvatarSession {
     });
     const offer = { type: "offer", sdp: pc.localDescription.sdp };
     if (this.avatarId) offer.avatar = this.avatarId;
+    if (this.mode) offer.mode = this.mode;
     this.ws.send(JSON.stringify(offer));
 
     let timer;
@@ -128,6 +143,19 @@ export class AvatarSession {
     }
   }
 
+  /** Sends one JSON message on the signalling socket; false when the socket is not open. */
+  send(message) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(message));
+    return true;
+  }
+
+  /** Sends `track` (or nothing, with null) on the audio transceiver offered as "sendrecv". */
+  async setMicrophone(track) {
+    if (!this.audioTransceiver) throw new Error("no audio transceiver to send the microphone on");
+    await this.audioTransceiver.sender.replaceTrack(track);
+  }
+
   throwIfStopped() {
     if (this.stopped) throw new Error("stopped");
   }
@@ -146,9 +174,14 @@ export class AvatarSession {
     } else if (message.type === "error") {
       const text = String(message.message || "The server reported an error");
       if (this.pendingAnswer) this.pendingAnswer.reject(new Error(text));
+      else if (this.handlers.onError) this.handlers.onError(text);
       else this.fail(text);
     } else if (message.type === "stats") {
       this.handlers.onStats?.(message);
+    } else if (message.type === "ended") {
+      this.fail(String(message.reason || CONNECTION_LOST));
+    } else {
+      this.handlers.onEvent?.(message);
     }
   }
 

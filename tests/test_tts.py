@@ -28,6 +28,11 @@ def test_bad_requests_are_refused_with_a_reason(text, voice, message):
         create_tts().synthesize(text, voice)
 
 
+@pytest.mark.parametrize("voice", ["en", "fr", "zh", "de", "ja"])
+def test_short_language_codes_are_voices(voice):
+    assert voice in create_tts().voices()
+
+
 def test_unknown_engine():
     with pytest.raises(ConfigError):
         create_tts("nope")

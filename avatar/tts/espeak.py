@@ -45,8 +45,16 @@ class EspeakTTS(TextToSpeech):
 
     @functools.cache  # noqa: B019 - one engine per process; the voice list never changes
     def voices(self) -> list[str]:
+        """Language codes espeak-ng answers to: each voice's own (``en-us``, ``cmn``) and the languages
+        it stands for (``en``, ``zh``) from the "Other Languages" column, e.g. ``(zh 5)``."""
         out = subprocess.run([self._exe, "--voices"], capture_output=True, text=True, timeout=self._timeout)
-        return [line.split()[1] for line in out.stdout.splitlines()[1:] if len(line.split()) > 1]
+        codes: set[str] = set()
+        for line in out.stdout.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 1:
+                codes.add(fields[1])
+            codes.update(re.findall(r"\(([A-Za-z0-9-]+) \d+\)", line))
+        return sorted(codes)
 
     def synthesize(self, text: str, voice: str = "en") -> np.ndarray:
         text = " ".join(str(text).split())

@@ -1,0 +1,242 @@
+"""What a session says in speak mode: say/audio requests in order, the speech timeline, events, interrupt.
+
+The speak-mode timeline is fed in real time every ``TICK_S`` by ``tick``: queued speech first, silence
+when none, through the same ring + windower as the microphone (``AudioInput.append``). Speech
+requests are prepared off the event loop (TTS and decoding in worker threads) and enter the queue in
+the order they were received. ``speaking_started`` is sent when the video shows the first frame of
+a stretch of speech, ``speaking_finished`` when it shows the last one (or on interrupt / barge-in).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import av
+import numpy as np
+
+from avatar.audio.vad import VoiceActivity
+from avatar.engine import SAMPLE_RATE
+from avatar.errors import AvatarError, ConfigError
+from avatar.tts import TextToSpeech, create_tts
+from server import signalling
+from server.audio_input import MonoResampler
+from server.signalling import PushAudio, SignallingError
+from server.speech_input import RateLimiter, SpeechQueue, decode_pushed_audio, resolve_voice
+
+if TYPE_CHECKING:
+    from server.session import Session
+
+log = logging.getLogger("server.speaker")
+
+TICK_S = 0.02
+BARGE_IN_WINDOW = SAMPLE_RATE * 2 // 5  # 400 ms of microphone audio ...
+BARGE_IN_FRACTION = 0.5  # ... at least half of it speech stops the avatar
+
+IDLE, QUEUED, SPEAKING = "idle", "queued", "speaking"
+
+
+class TtsProvider:
+    """One text-to-speech engine per server, created on first use in a worker thread."""
+
+    def __init__(self, name: str, max_chars: int) -> None:
+        self.name = name
+        self.max_chars = max_chars
+        self._tts: TextToSpeech | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> TextToSpeech:
+        async with self._lock:
+            if self._tts is None:
+                try:
+                    tts = await asyncio.to_thread(create_tts, self.name)
+                except ConfigError as exc:
+                    raise SignallingError(f"text to speech is unavailable: {exc}") from None
+                tts.max_chars = self.max_chars
+                self._tts = tts
+        return self._tts
+
+
+class Speaker:
+    """Speak-mode state of one ``Session`` (all methods run on the event loop)."""
+
+    def __init__(self, session: Session, tts: TtsProvider) -> None:
+        self.session = session
+        self.settings = session.config.speech
+        self.tts = tts
+        self.clock = session.clock
+        self.queue = SpeechQueue()
+        self.limiter = RateLimiter(self.settings.max_requests, self.settings.rate_window_s, self.clock)
+        self.state = IDLE
+        self.start_sample = 0  # timeline span of the current stretch of speech
+        self.end_sample = 0
+        self.generation = 0  # bumped by interrupt: requests of older generations are dropped
+        self.pending = 0  # requests of this generation still being prepared
+        self._tail: asyncio.Task | None = None
+        self._t0: float | None = None
+        self._fed = 0
+        self.interrupts: list[dict[str, Any]] = []
+        """One record per interrupt: reason, server ``time``, timeline ``played_sample``, ``muted`` ..."""
+        self._mic = MonoResampler()
+        self._mic_vad = VoiceActivity(aggressiveness=session.config.audio.vad_aggressiveness)
+        self._mic_samples = 0
+
+    @property
+    def active(self) -> bool:
+        """Speech queued, being prepared, or still playing."""
+        return self.state != IDLE or self.pending > 0 or self.queue.queued_samples > 0
+
+    # ------------------------------------------------------------------------------- requests
+    def _check_mode(self, what: str) -> None:
+        if self.session.mode != "speak":
+            raise SignallingError(f"{what} needs a speak-mode session: offer with \"mode\": \"speak\"")
+
+    async def say(self, text: str, voice: str) -> str:
+        """Validate, then synthesize in a worker thread; replies ``queued`` (errors raise)."""
+        self._check_mode("say")
+        text = " ".join(text.split())
+        if not text:
+            raise SignallingError("nothing to say: the text is empty")
+        limit = self.settings.max_text_chars
+        if len(text) > limit:
+            raise SignallingError(f"text too long: {len(text)} characters (at most {limit})")
+        tts = await self.tts.get()
+        voice = resolve_voice(voice, await asyncio.to_thread(tts.voices))
+        self.limiter.check("say/audio messages")
+        job = asyncio.ensure_future(asyncio.to_thread(tts.synthesize, text, voice))
+        self._enqueue(job, "say")
+        return signalling.event("queued", request="say", voice=voice)
+
+    async def push_audio(self, message: PushAudio) -> str:
+        """Decode in a worker thread; replies ``queued`` with the clip's length (errors raise)."""
+        self._check_mode("audio")
+        s = self.settings
+        samples = await asyncio.to_thread(
+            decode_pushed_audio, message.format, message.data, message.sample_rate,
+            s.max_audio_seconds, s.max_audio_bytes,
+        )
+        self.limiter.check("say/audio messages")
+        job = asyncio.get_running_loop().create_future()
+        job.set_result(samples)
+        self._enqueue(job, "audio")
+        return signalling.event("queued", request="audio", seconds=round(samples.size / SAMPLE_RATE, 3))
+
+    def _enqueue(self, job: asyncio.Future, what: str) -> None:
+        """Queue ``job``'s samples after every earlier request (whatever their outcome)."""
+        generation, previous = self.generation, self._tail
+        self.pending += 1
+
+        async def load() -> None:
+            try:
+                if previous is not None:
+                    await asyncio.wait([previous])
+                try:
+                    samples = await job
+                except AvatarError as exc:
+                    if generation == self.generation:
+                        await self.session.send_quietly(signalling.error(f"{what} failed: {exc}"))
+                    return
+                except Exception:
+                    log.exception("session %s: %s failed", self.session.id, what)
+                    if generation == self.generation:
+                        await self.session.send_quietly(signalling.error(f"{what} failed: internal error"))
+                    return
+                if generation == self.generation:
+                    self.queue.add(samples)
+            finally:
+                if generation == self.generation:
+                    self.pending -= 1
+
+        self._tail = self.session.spawn(load(), f"speech-{what}")
+
+    # ------------------------------------------------------------------------------- timeline
+    def tick(self) -> None:
+        """Append queued speech (or silence) up to the wall clock, then update speaking events."""
+        now = self.clock.now()
+        if self._t0 is None:
+            self._t0 = now
+        missing = int((now - self._t0) * SAMPLE_RATE) - self._fed
+        if missing > 0:
+            audio = self.session.audio
+            chunk, speech = self.queue.take(missing)
+            if speech:
+                if self.state == IDLE:
+                    self.state, self.start_sample = QUEUED, audio.ring.end
+                self.end_sample = audio.ring.end + speech
+            self._fed += missing
+            self.session.submit(audio.append(chunk, speech))
+        self._update_events()
+
+    def played_sample(self) -> int:
+        """Timeline sample under the video frame on screen now (-1 before the first engine frame)."""
+        video = self.session.video
+        if video.shown_index < 0:
+            return -1
+        since = min(0.5, max(0.0, self.clock.now() - video.shown_at))
+        return int(video.shown_index * SAMPLE_RATE / video.fps + since * SAMPLE_RATE)
+
+    def _update_events(self) -> None:
+        played = self.played_sample()
+        if self.state == QUEUED and played >= self.start_sample:
+            self.state = SPEAKING
+            self._emit("speaking_started")
+        if (self.state == SPEAKING and played >= self.end_sample and not self.pending
+                and not self.queue.queued_samples):
+            self.state = IDLE
+            self._emit("speaking_finished", interrupted=False)
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        self.session.spawn(self.session.send_quietly(signalling.event(kind, **fields)), kind)
+
+    # ------------------------------------------------------------------------------ interrupt
+    def interrupt(self, reason: str = "interrupt") -> dict[str, Any]:
+        """Stop speaking now: drop queued and pending speech, mute what is already on the timeline past
+        the frame on screen, drop queued windows and frames, and let the engine ease back to idle."""
+        session = self.session
+        played = max(0, self.played_sample())
+        self.generation += 1
+        self.pending = 0
+        dropped = self.queue.clear()
+        muted = session.audio.mute(played) if session.mode == "speak" else 0
+        windows, frames = session.drop_queued_output()
+        record = {
+            "reason": reason, "time": self.clock.now(), "played_sample": played, "muted": muted,
+            "dropped_samples": dropped, "windows_dropped": windows, "frames_dropped": frames,
+        }
+        self.interrupts.append(record)
+        if self.state == SPEAKING:
+            self._emit("speaking_finished", interrupted=True, reason=reason)
+        self.state = IDLE
+        log.info("session %s: %s (%.2f s of speech dropped)", session.id, reason,
+                 (dropped + muted) / SAMPLE_RATE)
+        return record
+
+    # ------------------------------------------------------------------------------- barge-in
+    def hear(self, frame: av.AudioFrame) -> bool:
+        """Microphone audio in speak mode: only voice activity; returns True when it barged in."""
+        samples = self._mic(frame)
+        if samples.size == 0:
+            return False
+        self._mic_vad.feed(samples)
+        self._mic_samples += samples.size
+        return self.check_barge_in()
+
+    def hear_samples(self, samples: np.ndarray) -> bool:
+        """Like ``hear`` for 16 kHz float32 samples (tests, adapters)."""
+        self._mic_vad.feed(np.asarray(samples, dtype=np.float32).reshape(-1))
+        self._mic_samples += int(np.size(samples))
+        return self.check_barge_in()
+
+    @property
+    def user_speaking(self) -> bool:
+        start = max(0, self._mic_samples - BARGE_IN_WINDOW)
+        return self._mic_vad.speech_fraction(start, self._mic_samples) >= BARGE_IN_FRACTION
+
+    def check_barge_in(self) -> bool:
+        if not (self.settings.barge_in and self.active and self._mic_samples >= BARGE_IN_WINDOW):
+            return False
+        if not self.user_speaking:
+            return False
+        self.interrupt("barge_in")
+        return True
