@@ -5,5 +5,8 @@ COMMAND_MODULES = [
     "avatar.commands.render",
     "avatar.commands.say",
     "avatar.commands.detect",
+    "avatar.commands.prepare_data",
+    "avatar.commands.train",
+    "avatar.commands.distill",
     "avatar.commands.eval",
 ]

@@ -1,0 +1,96 @@
+"""Training hyper-parameters (``configs/emo/train_*.yaml``): the model config to train, global options and
+one section per stage (0 autoencoder, 1 image, 2 video, 3 speed) plus ``distill``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from avatar.emo.config import EmoConfig, load_emo_config
+from avatar.errors import ConfigError
+
+STAGE_NAMES = {0: "autoencoder", 1: "image", 2: "video", 3: "speed"}
+STAGE_DEFAULTS: dict[str, Any] = {
+    "lr": 1e-4,
+    "batch": 4,
+    "steps": 1000,
+    "weight_decay": 0.0,
+    "motion_noise_std": 0.1,  # stage 2/3: noise added to motion-frame latents
+    "motion_drop": 0.1,  # stage 2/3: probability that motion frames are replaced by the reference
+    "latent_reg": 0.01,  # stage 0: pulls the latents' mean square towards 1
+    "edge_weight": 0.5,  # stage 0: L1 on image gradients
+}
+DISTILL_DEFAULTS: dict[str, Any] = {
+    "lr": 1e-4,
+    "batch": 2,
+    "steps": 500,
+    "teacher_steps": 50,  # DDIM skip grid of the teacher ODE (k = T / teacher_steps)
+    "ema_decay": 0.95,  # target network of the consistency loss
+    "huber_c": 0.001,
+}
+
+
+@dataclass
+class TrainSettings:
+    model: EmoConfig
+    seed: int = 0
+    ema_decay: float = 0.999
+    gradient_checkpointing: bool = False
+    mixed_precision: str = "no"  # no | bf16
+    grad_clip: float = 1.0
+    log_every: int = 10
+    sample_every: int = 200
+    save_every: int = 200
+    sample_steps: int = 20
+    stages: dict[int, dict[str, Any]] = field(default_factory=dict)
+    distill: dict[str, Any] = field(default_factory=dict)
+
+    def stage(self, stage: int) -> dict[str, Any]:
+        if stage not in STAGE_NAMES:
+            raise ConfigError(f"--stage must be one of 0, 1, 2, 3 (got {stage})")
+        return {**STAGE_DEFAULTS, **self.stages.get(stage, {})}
+
+    def distill_options(self) -> dict[str, Any]:
+        return {**DISTILL_DEFAULTS, **self.distill}
+
+
+def load_train_settings(path: str | Path | None, model: str | EmoConfig | None = None) -> TrainSettings:
+    """Read a training yaml (None: defaults); ``model`` (name, path or EmoConfig) overrides its ``model``."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"training config not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(
+                f"training config {path.name} is not valid YAML: {str(exc).splitlines()[0]}"
+            ) from None
+        if "face" in raw and "unet" in raw:
+            raise ConfigError(
+                f"{path.name} is a model config; pass a training config (configs/emo/train_tiny.yaml)"
+            )
+    chosen = model if model is not None else raw.pop("model", "tiny")
+    raw.pop("model", None)
+    cfg = chosen if isinstance(chosen, EmoConfig) else load_emo_config(chosen)
+    stages = {int(k): dict(v or {}) for k, v in (raw.pop("stages", {}) or {}).items()}
+    for k, v in stages.items():
+        unknown = set(v) - set(STAGE_DEFAULTS)
+        if unknown:
+            raise ConfigError(f"training config: unknown key stages.{k}.{sorted(unknown)[0]}")
+    distill = dict(raw.pop("distill", {}) or {})
+    if set(distill) - set(DISTILL_DEFAULTS):
+        raise ConfigError(
+            f"training config: unknown key distill.{sorted(set(distill) - set(DISTILL_DEFAULTS))[0]}"
+        )
+    known = set(TrainSettings.__dataclass_fields__) - {"model", "stages", "distill"}
+    if set(raw) - known:
+        raise ConfigError(f"training config: unknown key {sorted(set(raw) - known)[0]}")
+    settings = TrainSettings(model=cfg, stages=stages, distill=distill, **raw)
+    if settings.mixed_precision not in ("no", "bf16"):
+        raise ConfigError("training config: mixed_precision must be no or bf16")
+    return settings

@@ -1,0 +1,173 @@
+"""Training, distillation and prepare-data on the micro EMO model with generated data only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avatar.emo.testing import micro_config
+from avatar.errors import ConfigError
+from avatar.training.data import ClipArrays, prepare_videos, save_clip, write_manifest
+from avatar.training.dataset import ClipDataset
+from avatar.training.settings import load_train_settings
+from avatar.training.trainer import StageTrainer
+from tests.media import ASTRONAUT, vowel_bursts
+
+CROP = 64
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def clip_data(tmp_path_factory) -> Path:
+    """Two drawn 16-frame clips: a moving bright square 'face' on noise, speech-like audio, boxes, speed."""
+    out = tmp_path_factory.mktemp("clips")
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        frames = (rng.random((16, CROP, CROP, 3)) * 80 + 60).astype(np.uint8)
+        for t in range(16):
+            x = 16 + (t % 4)
+            frames[t, 16:48, x : x + 32] = (220, 180, 150)
+        audio = vowel_bursts(16 / 25, lead_silence_s=0.1)
+        boxes = np.tile([[16, 16, 48, 48]], (16, 1)).astype(np.float32)
+        clip = ClipArrays(frames, audio, boxes, np.zeros((16, 3), np.float32), np.ones(16, np.float32))
+        save_clip(out / f"clip{i}", clip, {"source": f"drawn{i}", "kind": "test", "fps": 25.0})
+    write_manifest(out, CROP, 25.0, [])
+    return out
+
+
+@pytest.fixture(scope="module")
+def settings():
+    return load_train_settings(
+        Path(__file__).parents[1] / "configs/emo/train_tiny.yaml", model=micro_config()
+    )
+
+
+def test_stage1_loss_decreases_on_fixed_batch(settings, clip_data, tmp_path):
+    settings.stages[1] = {**settings.stages.get(1, {}), "lr": 2e-3, "batch": 4}
+    trainer = StageTrainer(settings, 1, clip_data, tmp_path / "s1")
+    batch = trainer._batch()
+    losses = [trainer.train_step(batch) for _ in range(30)]
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+
+
+def test_stage0_autoencoder_loss_decreases(settings, clip_data, tmp_path):
+    trainer = StageTrainer(settings, 0, clip_data, tmp_path / "s0")
+    batch = trainer._batch()
+    losses = [trainer.train_step(batch) for _ in range(30)]
+    assert np.mean(losses[-5:]) < 0.92 * np.mean(losses[:5]), losses
+    assert losses[-1] < losses[0]
+
+
+def test_stages_only_train_their_layers(settings, clip_data, tmp_path):
+    trainer = StageTrainer(settings, 3, clip_data, tmp_path / "s3")
+    names = set(trainer.params)
+    assert names and all(n.startswith(("backbone.", "speed_encoder.")) for n in names)
+    assert all("motion_modules" in n for n in names if n.startswith("backbone."))
+    before = {k: p.detach().clone() for k, p in trainer.pipe.reference_net.named_parameters()}
+    trainer.train_step()
+    assert all(torch.equal(before[k], p) for k, p in trainer.pipe.reference_net.named_parameters())
+
+
+def test_checkpoint_loads_in_engine_and_resume_continues(settings, clip_data, tmp_path):
+    from avatar.emo.engine import EmoEngine
+
+    out = tmp_path / "s2"
+    first = StageTrainer(settings, 2, clip_data, out).run(2, progress=False)
+    assert first["steps"] == 2
+    assert (out / "loss.png").is_file() and list(out.glob("samples_*.png"))
+    engine = EmoEngine(config=micro_config(), checkpoint=first["checkpoint"], size=128)
+    assert engine.pipeline.training_steps == 2
+    resumed = StageTrainer(settings, 2, clip_data, out, resume=True)
+    assert resumed.step == 2
+    assert resumed.run(3, progress=False)["steps"] == 3
+    meta = json.loads((out / "checkpoint" / "emo.json").read_text())
+    assert meta["training_steps"] == 3
+
+
+def test_untrained_checkpoint_is_refused(settings, clip_data, tmp_path):
+    from avatar.emo.engine import EmoEngine
+
+    trainer = StageTrainer(settings, 1, clip_data, tmp_path / "s1")
+    ckpt = trainer.save()
+    with pytest.raises(ConfigError, match="untrained"):
+        EmoEngine(config=micro_config(), checkpoint=ckpt, size=128)
+
+
+def test_distillation_step_changes_student(settings, clip_data, tmp_path):
+    from avatar.training.distill import Distiller
+
+    teacher = StageTrainer(settings, 2, clip_data, tmp_path / "t").run(1, progress=False)["checkpoint"]
+    distiller = Distiller(settings, teacher, clip_data, tmp_path / "d", steps_student=2)
+    before = [p.detach().clone() for p in distiller.student.parameters()]
+    loss = distiller.train_step()
+    assert np.isfinite(loss)
+    changed = sum(not torch.equal(a, b) for a, b in zip(before, distiller.student.parameters(), strict=True))
+    assert changed > 0
+    ckpt = distiller.save()
+    assert json.loads((tmp_path / "d" / "distill.json").read_text())["steps_student"] == 2
+    assert json.loads((ckpt / "emo.json").read_text())["training_steps"] == 2
+
+
+def test_data_crop_size_mismatch_is_one_line_error(clip_data):
+    with pytest.raises(ConfigError, match="64px crops"):
+        ClipDataset(clip_data, crop_size=256)
+
+
+def _write_talking_mp4(path: Path, seconds: float = 1.2) -> None:
+    from avatar.engines import create_engine
+    from avatar.render import render_audio
+
+    engine = create_engine("parametric", fps=25, size=192, seed=0)
+    audio = vowel_bursts(seconds, lead_silence_s=0.1)
+    audio_48k = np.repeat(audio, 3)
+    render_audio(engine, str(ASTRONAUT), audio, audio_48k, path)
+
+
+def _write_faceless_mp4(path: Path) -> None:
+    from avatar.engine import Frame
+    from avatar.render import write_mp4
+
+    rng = np.random.default_rng(1)
+    frames = (Frame(index=i, image=(rng.random((96, 96, 3)) * 255).astype(np.uint8)) for i in range(10))
+    write_mp4(path, frames, np.zeros(48000 * 10 // 25, np.float32), 25.0, 96)
+
+
+def test_prepare_data_on_generated_clip(tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    _write_talking_mp4(videos / "astronaut.mp4")
+    _write_faceless_mp4(videos / "noise.mp4")
+    (videos / "broken.mp4").write_bytes(b"not a video")
+    out = tmp_path / "data"
+    manifest = prepare_videos(videos, out, crop_size=CROP, crop_scale=1.9, progress=False)
+    assert [c["id"] for c in manifest["clips"]] == ["astronaut"]
+    assert {Path(s["source"]).name for s in manifest["skipped"]} == {"noise.mp4", "broken.mp4"}
+    clip = out / "astronaut"
+    frames = np.load(clip / "frames.npy")
+    assert frames.shape == (30, CROP, CROP, 3)
+    assert np.load(clip / "audio.npy").shape == (30 * 640,)
+    boxes = np.load(clip / "boxes.npy")
+    assert boxes.shape == (30, 4)
+    # the face box sits inside the crop and covers about 1/crop_scale of it
+    side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    assert np.all(np.abs(side / CROP - 1 / 1.9) < 0.1)
+    velocity = np.load(clip / "velocity.npy")
+    assert velocity.shape == (30,) and np.all(np.isfinite(velocity)) and np.all(velocity >= 0)
+    # resumable: a second run keeps the finished clip untouched
+    stamp = (clip / "clip.json").stat().st_mtime_ns
+    again = prepare_videos(videos, out, crop_size=CROP, crop_scale=1.9, progress=False)
+    assert (clip / "clip.json").stat().st_mtime_ns == stamp
+    assert len(again["clips"]) == 1
+    data = ClipDataset(out, crop_size=CROP)
+    assert data.total_frames == 30
