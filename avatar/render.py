@@ -42,10 +42,11 @@ def render_frames(
 ) -> Iterator[Frame]:
     """Yield one ``Frame`` per video frame for 16 kHz mono ``audio``, in order.
 
-    Windows are cut exactly as in the live server (``WindowConfig`` defaults = server defaults).
+    Windows are cut exactly as in the live server: the server's defaults, or the engine's
+    ``preferred_window`` when it has one.
     With ``watermark`` every frame carries the invisible provenance mark (``avatar.provenance``).
     """
-    config = window or WindowConfig(fps=engine.fps)
+    config = window or WindowConfig(fps=engine.fps, **(engine.preferred_window or {}))
     ring = AudioRing(capacity_seconds=len(audio) / SAMPLE_RATE + 2.0)
     vad = VoiceActivity()
     ring.write(audio)

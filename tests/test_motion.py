@@ -258,7 +258,7 @@ def test_head_motion_small_smooth_and_alive():
     motions = run(np.concatenate(parts))
     for name in ("head_pitch", "head_yaw", "head_roll"):
         angle = track(motions, name)
-        assert np.abs(angle).max() < 0.12  # a few degrees
+        assert np.abs(angle).max() < 0.18  # at most ~10 degrees (real speakers: 5-15 degree ranges)
         assert np.abs(np.diff(angle, 2)).max() < 0.01  # no jitter
         assert angle.std() > 0.002  # but never frozen
     brow = track(motions, "brow_raise")

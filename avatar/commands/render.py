@@ -15,6 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=float, default=25.0, help="output frame rate (default 25)")
     p.add_argument("--size", type=int, default=512, help="output width and height in pixels (default 512)")
     p.add_argument("--seed", type=int, default=0, help="seed for blinks and head motion (default 0)")
+    p.add_argument("--checkpoint", help="trained EMO checkpoint folder (for --engine emo)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -28,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--fps must be between 1 and 60, got {args.fps}")
     if not 64 <= args.size <= 2048:
         raise ConfigError(f"--size must be between 64 and 2048, got {args.size}")
-    engine = create_engine(args.engine, fps=args.fps, size=args.size, seed=args.seed)
+    options = {"checkpoint": args.checkpoint} if args.checkpoint else {}
+    engine = create_engine(args.engine, fps=args.fps, size=args.size, seed=args.seed, **options)
     stats = render_file(engine, args.portrait, args.audio, args.out, seed=args.seed, progress=not args.quiet)
     print(
         f"wrote {args.out}: {stats.frames} frames, {stats.video_seconds:.2f} s video for "

@@ -22,8 +22,8 @@ from avatar.engine import AudioWindow, Engine, EngineSession, Frame, PreparedAva
 from avatar.errors import ConfigError
 
 UNTRAINED_HINT = (
-    "train the EMO model for config {cfg} (or load a trained checkpoint with engine.checkpoint=PATH), "
-    "or use engine.name=parametric; allow_untrained=True is for development only"
+    "train it for config {cfg} (docs/training.md) and pass the checkpoint with "
+    "--set 'engine.options={{checkpoint: PATH}}', or use --engine parametric"
 )
 
 

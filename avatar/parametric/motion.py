@@ -92,7 +92,7 @@ class MotionTuning:
     gap_tau: float = 0.2  # pauses shorter than ~2 gap_tau inside speech press the lips
     onset_threshold: float = 0.25  # fast minus slow loudness envelope that counts as an emphasis
     onset_refractory_s: float = 0.25
-    nod_kick: float = 0.05  # nod target (rad) set by a full-strength onset; the head dips ~1.5 deg
+    nod_kick: float = 0.07  # nod target (rad) set by a full-strength onset; the head dips ~2 deg
     nod_omega: float = 9.0
     head_omega: float = 5.0
     brow_omega: float = 9.0
@@ -400,7 +400,7 @@ class MotionGenerator:
     def _compose(self, frame: int) -> FaceMotion:
         time = frame / self.fps
         s = self._speech
-        sway = self._idle.sway(time) * (0.017 + 0.02 * s.liveliness)
+        sway = self._idle.sway(time) * (0.03 + 0.035 * s.liveliness)
         limit = MAX_HEAD_ANGLE
         return FaceMotion(
             jaw_open=_clip(s.jaw, 0.0, 1.0),
