@@ -1,8 +1,10 @@
 """The server: HTTP routes through websockets' ``process_request`` hook, and the ``/ws`` signalling loop.
 
-Routes: ``GET /health`` (JSON status), ``GET /avatars`` (JSON list), ``/ws`` (WebSocket signalling,
-docs/protocol.md), everything else from the static folder (``/`` -> index.html, ``/<page>`` ->
-``<page>.html``). Nothing a client sends can crash the server or close it with an internal error.
+Routes: ``GET /health`` (JSON status), ``GET /avatars`` (JSON list), ``GET /metrics`` (Prometheus
+text), ``/ws`` (WebSocket signalling, docs/protocol.md), everything else from the static folder (``/`` ->
+index.html, ``/<page>`` -> ``<page>.html``). Nothing a client sends can crash the server or close it
+with an internal error. Sockets are capped (``server.max_connections``), rate limited per socket, closed
+when idle without a session, and optionally gated by origin and token (server/auth.py).
 """
 
 from __future__ import annotations
@@ -22,9 +24,13 @@ from websockets.http11 import Request, Response
 from avatar.engine import SAMPLE_RATE, Engine
 from avatar.errors import AvatarError
 from server import signalling
+from server.auth import origin_ok, token_ok
 from server.avatars import AvatarRegistry
 from server.clock import Clock
 from server.config import Config
+from server.limits import ABUSIVE, REFUSED, MessageRateLimit
+from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from server.metrics import ServerMetrics
 from server.session import Session, SessionRegistry
 from server.signalling import Interrupt, ListAvatars, Offer, Ping, PushAudio, Say, SignallingError
 from server.speaker import TtsProvider
@@ -32,6 +38,8 @@ from server.static_files import StaticFiles
 
 log = logging.getLogger("server.app")
 WS_PATH = "/ws"
+MAX_QUEUED_MESSAGES = 8
+"""Received messages buffered per socket before reading pauses (x max_message_bytes at worst)."""
 
 
 @dataclass
@@ -39,6 +47,7 @@ class SocketState:
     """What one signalling socket owns: at most one live session at a time."""
 
     peer: str
+    limit: MessageRateLimit
     session: Session | None = None
 
 
@@ -53,6 +62,10 @@ class App:
             engine, config.path(config.avatar.default), config.path(config.avatar.dir)
         )
         self.sessions = SessionRegistry(config.server.max_sessions)
+        self._sockets: set[ServerConnection] = set()
+        self.metrics = ServerMetrics(
+            self._live_totals, lambda: len(self.sessions), lambda: len(self._sockets)
+        )
         self.tts = TtsProvider(config.speech.tts, config.speech.max_text_chars)
         self.static = StaticFiles(config.path(config.server.static_dir))
         self._server: Server | None = None
@@ -69,10 +82,11 @@ class App:
             self.config.server.port if port is None else port,
             process_request=self.process_request,
             max_size=self.config.server.max_message_bytes,
+            max_queue=MAX_QUEUED_MESSAGES,
             compression=None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("serving http://%s:%d (engine %s)", host or self.config.server.host, self.port,
+        log.info("serving http://%s:%d engine=%s", host or self.config.server.host, self.port,
                  getattr(self.engine, "name", "engine"))
 
     async def stop(self) -> None:
@@ -85,12 +99,13 @@ class App:
         deadline = loop.time() + self.config.server.shutdown_timeout_s
         if self._server is not None:
             self._server.close(close_connections=False)  # stop accepting connections
-        for session in self.sessions:
+        for session in self.sessions:  # in the order they started
             remaining = deadline - loop.time()
+            session.join_timeout_s = min(session.join_timeout_s, max(0.05, remaining - 0.2))
             try:
                 await asyncio.wait_for(session.close("server shutting down"), max(0.05, remaining))
             except TimeoutError:
-                log.warning("session %s: did not close within the shutdown timeout", session.id)
+                session.log.warning("did not close within the shutdown timeout")
         if self._server is not None:
             closing = [asyncio.ensure_future(c.close(1001, "server shutting down"))
                        for c in self._server.connections]
@@ -103,11 +118,38 @@ class App:
                 log.warning("shutdown timeout: some connections were still open")
         log.info("server stopped")
 
+    def _live_totals(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for session in self.sessions:
+            for key, value in session.totals().items():
+                totals[key] = totals.get(key, 0.0) + value
+        return totals
+
+    def _session_closed(self, session: Session) -> None:
+        self.sessions.remove(session)
+        self.metrics.session_closed({k: v for k, v in session.totals().items()
+                                     if k not in ("queue_depth", "frame_buffer", "degraded")})
+
     # ------------------------------------------------------------------------------------- HTTP
     async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
+        server = self.config.server
         if path == WS_PATH:
-            return None  # continue with the WebSocket handshake (plain GETs get 426 from websockets)
+            refusal = None
+            if not origin_ok(server.allowed_origins, request.headers):
+                refusal = text_response(403, "origin not allowed\n")
+            elif not token_ok(server.auth_token, request.path, request.headers):
+                refusal = text_response(401, "missing or wrong token: add ?token=... to the URL\n")
+            elif len(self._sockets) >= server.max_connections:
+                refusal = text_response(503, "too many connections, try later\n")
+            if refusal is not None:
+                self.metrics.connections_refused.inc()
+                log.info("refused /ws from %s: status=%d", _peer(connection), refusal.status_code)
+            return refusal  # None: continue with the handshake (plain GETs get 426 from websockets)
+        if path == "/metrics":
+            if not token_ok(server.auth_token, request.path, request.headers):
+                return text_response(401, "missing or wrong token\n")
+            return make_response(200, self.metrics.render().encode(), METRICS_CONTENT_TYPE)
         if path == "/health":
             body = {"status": "ok", "engine": getattr(self.engine, "name", "engine"),
                     "sessions": len(self.sessions)}
@@ -122,27 +164,53 @@ class App:
 
     # -------------------------------------------------------------------------------- signalling
     async def handle_socket(self, ws: ServerConnection) -> None:
-        state = SocketState(peer=_peer(ws))
-        log.info("socket open from %s", state.peer)
+        server = self.config.server
+        state = SocketState(peer=_peer(ws), limit=MessageRateLimit(
+            server.max_messages_per_s, server.abuse_messages_per_s))
+        self._sockets.add(ws)
+        log.info("socket open peer=%s", state.peer)
 
         async def send(text: str) -> None:
             await ws.send(text)
 
         try:
-            async for raw in ws:
+            while True:
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), server.idle_timeout_s)
+                except TimeoutError:
+                    if state.session is not None and not state.session.closed:
+                        continue  # a running session keeps its socket however quiet the client is
+                    log.info("socket idle peer=%s idle_s=%g: closing it", state.peer, server.idle_timeout_s)
+                    self.metrics.sockets_closed.inc()
+                    await close_socket(ws, 1000, "idle timeout")
+                    break
+                verdict = state.limit.check()
+                if verdict == ABUSIVE:
+                    log.warning("socket abusive peer=%s refused=%d: closing it (1008)", state.peer,
+                                state.limit.refused)
+                    self.metrics.sockets_closed.inc()
+                    await close_socket(ws, 1008, "too many messages")
+                    break
+                if verdict == REFUSED:
+                    self.metrics.messages_refused.inc()
+                    await ws.send(signalling.error(
+                        f"too many messages: at most {server.max_messages_per_s:g} per second; slow down"))
+                    continue
                 reply = await self.handle_message(state, raw, send)
                 await ws.send(reply)
         except ConnectionClosed as exc:
             code = exc.sent.code if exc.sent is not None else exc.rcvd.code if exc.rcvd is not None else None
             if code == 1009:
-                log.info("socket from %s: message over %d bytes, closing it", state.peer,
-                         self.config.server.max_message_bytes)
+                self.metrics.sockets_closed.inc()
+                log.info("socket oversized peer=%s max_bytes=%d: closing it (1009)", state.peer,
+                         server.max_message_bytes)
         except Exception:
-            log.exception("socket from %s: unexpected error", state.peer)
+            log.exception("socket error peer=%s", state.peer)
         finally:
+            self._sockets.discard(ws)
             if state.session is not None:
                 await state.session.close("socket closed")
-            log.info("socket from %s closed", state.peer)
+            log.info("socket closed peer=%s", state.peer)
 
     async def handle_message(self, state: SocketState, raw: str | bytes, send) -> str:
         """The reply to one client message (an error message for anything wrong)."""
@@ -158,10 +226,10 @@ class App:
                 return await self._speech(state, message)
             raise SignallingError("unsupported message")
         except AvatarError as exc:
-            log.info("socket from %s: %s", state.peer, exc)
+            log.info("refused peer=%s: %s", state.peer, exc)
             return signalling.error(str(exc))
         except Exception:
-            log.exception("socket from %s: failed to handle a message", state.peer)
+            log.exception("message failed peer=%s", state.peer)
             return signalling.error("internal error while handling the message")
 
     async def _speech(self, state: SocketState, message: Say | PushAudio | Interrupt) -> str:
@@ -181,19 +249,40 @@ class App:
             raise SignallingError(f"an offer was already made on this socket (session {state.session.id})")
         if self._stopping:
             raise SignallingError("server is shutting down")
-        self.sessions.check_capacity()
+        try:
+            self.sessions.check_capacity()
+        except SignallingError:
+            self.metrics.sessions_rejected.inc()
+            raise
         avatar = await self.avatars.get(offer.avatar)
         session = Session(
             self.config, self.engine, avatar, send,
-            on_closed=self.sessions.remove, number=self.sessions.next_number(), clock=self.clock,
-            mode=offer.mode, tts=self.tts,
+            on_closed=self._session_closed, number=self.sessions.next_number(), clock=self.clock,
+            mode=offer.mode, tts=self.tts, metrics=self.metrics,
         )
-        self.sessions.add(session)  # may still say busy if another offer won the race
+        try:
+            self.sessions.add(session)  # may still say busy if another offer won the race
+        except SignallingError:
+            self.metrics.sessions_rejected.inc()
+            raise
         state.session = session
-        log.info("session %s: offer from %s (avatar %s, mode %s)", session.id, state.peer, avatar.avatar_id,
-                 offer.mode)
+        session.log.info("offer peer=%s avatar=%s mode=%s", state.peer, avatar.avatar_id, offer.mode)
         answer_sdp = await session.start(offer.sdp)
+        self.metrics.sessions_started.inc()
         return signalling.answer(answer_sdp, session.id)
+
+
+async def close_socket(ws: ServerConnection, code: int, reason: str, timeout: float = 5.0) -> None:
+    """Close with ``code`` while discarding the messages the client still has queued: with reading
+    paused on a full incoming queue the client's close frame would otherwise never be read."""
+    closing = asyncio.ensure_future(ws.close(code, reason))
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                await ws.recv()
+    except (ConnectionClosed, TimeoutError):
+        pass
+    await asyncio.wait([closing], timeout=timeout)
 
 
 def make_response(status: int, body: bytes, content_type: str) -> Response:

@@ -26,11 +26,27 @@ DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
-    max_sessions: int = 4
+    max_sessions: int = 3
     max_message_bytes: int = 3145728
     static_dir: str = "static"
     ice_servers: list = field(default_factory=list)
     shutdown_timeout_s: float = 5.0
+    max_connections: int = 64
+    """Open sockets (WebSocket) at once; the next upgrade request gets HTTP 503."""
+    idle_timeout_s: float = 60.0
+    """A socket without a running session that sends nothing for this long is closed (1000)."""
+    max_messages_per_s: float = 20.0
+    """Per-socket message rate (token bucket, burst twice this); more get an error reply."""
+    abuse_messages_per_s: float = 40.0
+    """Refused messages within one second beyond which the socket is closed with 1008."""
+    allowed_origins: list = field(default_factory=list)
+    """Origins allowed to open /ws (empty: any); requests without an Origin header are allowed."""
+    auth_token: str = ""
+    """When set, /ws and /metrics need ``?token=`` or ``Authorization: Bearer``; empty: no auth."""
+    log_format: str = "text"
+    """``text`` (one line per event, ``key=value`` fields) or ``json`` (one JSON object per line)."""
+    degrade: bool = True
+    """When a session's engine falls behind, render every other window and repeat frames."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +101,8 @@ class SpeechSettings:
     max_requests: int = 5
     rate_window_s: float = 10.0
     barge_in: bool = True
+    max_queued_s: float = 120.0
+    """Speech waiting to be spoken (seconds); say/audio beyond it get an error."""
 
 
 SECTIONS: dict[str, type] = {
@@ -104,6 +122,10 @@ BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
     ("server", "max_sessions"): (1, 1000),
     ("server", "max_message_bytes"): (1024, 64 * 1024 * 1024),
     ("server", "shutdown_timeout_s"): (0.1, 600),
+    ("server", "max_connections"): (1, 100000),
+    ("server", "idle_timeout_s"): (0.1, 86400),
+    ("server", "max_messages_per_s"): (0.1, 100000),
+    ("server", "abuse_messages_per_s"): (1, 100000),
     ("engine", "fps"): (1, 120),
     ("engine", "size"): (64, 4096),
     ("engine", "seed"): (0, 2**31 - 1),
@@ -120,6 +142,7 @@ BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
     ("speech", "max_audio_bytes"): (1000, 256 * 1024 * 1024),
     ("speech", "max_requests"): (1, 10000),
     ("speech", "rate_window_s"): (0.1, 3600),
+    ("speech", "max_queued_s"): (1, 3600),
 }
 
 
@@ -263,6 +286,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             raise ConfigError(f"{key} must be between {low:g} and {high:g}, got {value!r}")
         return value
     if isinstance(default, str):
+        if key in EMPTY_ALLOWED and value == "":
+            return value
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{key} must be a non-empty string, got {value!r}")
         return value
@@ -277,7 +302,17 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     return value
 
 
+EMPTY_ALLOWED = {"server.auth_token"}
+LOG_FORMATS = ("text", "json")
+
+
 def _check(config: Config) -> None:
+    if config.server.log_format not in LOG_FORMATS:
+        raise ConfigError(f"server.log_format must be 'text' or 'json', got {config.server.log_format!r}")
+    if not all(isinstance(o, str) and o.strip() for o in config.server.allowed_origins):
+        raise ConfigError("server.allowed_origins must be a list of origins such as 'https://example.org'")
+    if config.server.auth_token != config.server.auth_token.strip():
+        raise ConfigError("server.auth_token must not start or end with whitespace")
     if config.engine.size % 2:
         raise ConfigError(f"engine.size must be even (video encoders need it), got {config.engine.size}")
     if config.window.hop > config.window.frames_per_window:

@@ -18,6 +18,7 @@ from avatar.engines import ENGINES, create_engine
 from avatar.errors import AvatarError, ConfigError
 from server.app import App
 from server.config import DEFAULT_CONFIG, Config, load_config
+from server.logs import setup_logging
 
 log = logging.getLogger("server")
 
@@ -38,16 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("aioice", "aiortc", "websockets"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def make_engine(config: Config) -> Engine:
@@ -88,12 +79,14 @@ async def serve_until_signal(config: Config, engine: Engine | None = None) -> in
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
+    setup_logging(args.log_level)  # text until the config (server.log_format) is read
     avatar = str(Path(args.avatar).expanduser().resolve()) if args.avatar else None  # relative to the cwd
     flags = {"server.host": args.host, "server.port": args.port, "engine.name": args.engine,
              "avatar.default": avatar}
     try:
         config = load_config(args.config, args.set, flags)
+        if config.server.log_format != "text":
+            setup_logging(args.log_level, config.server.log_format)
         return asyncio.run(serve_until_signal(config))
     except AvatarError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -24,8 +24,11 @@ from server import signalling
 from server.audio_input import AudioInput
 from server.clock import Clock, MonotonicClock
 from server.config import Config
+from server.degrade import LoadShedder
 from server.echo_audio import EchoAudioTrack
 from server.engine_worker import EngineWorker
+from server.logs import SessionLog
+from server.metrics import ServerMetrics
 from server.signalling import SignallingError
 from server.speaker import Speaker, TtsProvider
 from server.video_track import FrameBuffer, PacedVideoTrack
@@ -85,8 +88,13 @@ class Session:
         clock: Clock | None = None,
         mode: str = "mirror",
         tts: TtsProvider | None = None,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.id = secrets.token_hex(4)
+        self.log = SessionLog(log, self.id)
+        self.metrics = metrics
+        self.shedder = LoadShedder(config.server.degrade)
+        """Renders every other window while the engine cannot keep up (see server/degrade.py)."""
         self.number = number
         self.config = config
         self.engine = engine
@@ -121,9 +129,12 @@ class Session:
         self._close_task: asyncio.Task | None = None
         self.close_reason = ""
         self.running = False  # True once start() returned an answer
+        self.join_timeout_s = JOIN_TIMEOUT_S
+        """How long teardown waits for the engine thread (shutdown shortens it to its deadline)."""
         self.started_at = self.clock.now()
         self._engine_s = 0.0
         self._engine_frames = 0
+        self._busy_s = 0.0  # engine seconds since the last load-shedder update
         self._last_stats = (self.started_at, 0)
         self._last_engine_ms = 0.0
         self._latency_s: list[float] = []
@@ -145,13 +156,14 @@ class Session:
             await self.close(f"start failed: {exc}")
             raise
         except Exception as exc:
-            log.exception("session %s: start failed", self.id)
+            self.log.exception("start failed")
             await self.close("start failed")
             raise SignallingError(f"could not start the session: {exc.__class__.__name__}") from None
 
     async def _start(self, offer_sdp: str) -> str:
         ice = [RTCIceServer(**entry) for entry in self.config.server.ice_servers]
-        self.pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=ice or None))
+        # [] (not None): aiortc would otherwise add its default public STUN server (stun.l.google.com)
+        self.pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=ice))
         pc.on("track", self._on_track)
         pc.on("connectionstatechange", self._on_connection_state)
         try:
@@ -184,8 +196,8 @@ class Session:
         self.spawn(self._speak_loop() if self.mode == "speak" else self._pad_loop(), "timeline")
         self.spawn(self._stats_loop(), "stats")
         self.running = True
-        log.info("session %s: started (avatar %s, seed %d, media %s, mode %s)", self.id,
-                 self.avatar.avatar_id, seed, "+".join(kinds), self.mode)
+        self.log.info("started avatar=%s seed=%d media=%s mode=%s", self.avatar.avatar_id, seed,
+                      "+".join(kinds), self.mode)
         return pc.localDescription.sdp
 
     def _open_engine_session(self, seed: int) -> EngineSession:
@@ -193,7 +205,7 @@ class Session:
         engine_session = self.engine.new_session(self.avatar, seed)
         if self.config.provenance.watermark:
             engine_session = WatermarkedSession(engine_session, size=self.engine.size)
-            log.info("session %s: watermark id %06x", self.id, engine_session.payload.session_id)
+            self.log.info("watermark id %06x", engine_session.payload.session_id)
         return engine_session
 
     def _direct(self, sender: Any, direction: str) -> None:
@@ -214,7 +226,7 @@ class Session:
         await asyncio.shield(self.request_close(reason))
 
     async def _teardown(self, reason: str, error: str | None = None) -> None:
-        log.info("session %s: closing (%s)", self.id, reason)
+        self.log.info("closing reason=%r", reason)
         if error is not None:
             await self._send_quietly(signalling.error(error))
         current = asyncio.current_task()
@@ -227,20 +239,20 @@ class Session:
             if track is not None:
                 _quietly(track.stop)
         if self.worker is not None:
-            joined = await asyncio.to_thread(self.worker.join, JOIN_TIMEOUT_S)
-            if not joined:
-                log.warning("session %s: engine thread still busy after %.0f s", self.id, JOIN_TIMEOUT_S)
+            joined = await asyncio.to_thread(self.worker.join, self.join_timeout_s)
+            if not joined:  # a daemon thread: it cannot keep the process alive
+                self.log.warning("engine thread still busy after %.1f s; abandoned", self.join_timeout_s)
         if self.pc is not None:
             try:
                 await asyncio.wait_for(self.pc.close(), timeout=5.0)
             except Exception:
-                log.exception("session %s: closing the peer connection failed", self.id)
+                self.log.exception("closing the peer connection failed")
         self.buffer.clear()
         _quietly(lambda: self._on_closed(self))
         if self.running:
             await self._send_quietly(signalling.ended(self.id, reason))
-        log.info("session %s: closed after %.1f s, %d frames sent", self.id,
-                 self.clock.now() - self.started_at, self.video.sent)
+        self.log.info("closed after_s=%.1f frames_sent=%d", self.clock.now() - self.started_at,
+                      self.video.sent)
 
     # ------------------------------------------------------------------------------ media plumbing
     def _on_track(self, track: MediaStreamTrack) -> None:
@@ -252,12 +264,12 @@ class Session:
             self.spawn(self._drain(track), f"drain-{track.kind}")
 
     async def _read_audio(self, track: MediaStreamTrack) -> None:
-        log.info("session %s: inbound audio track", self.id)
+        self.log.info("inbound audio track")
         while True:
             try:
                 frame = await track.recv()
             except MediaStreamError:
-                log.info("session %s: inbound audio ended; silence keeps the face moving", self.id)
+                self.log.info("inbound audio ended; silence keeps the face moving")
                 return
             try:
                 if self.mode == "speak":
@@ -265,7 +277,7 @@ class Session:
                     continue
                 windows = self.audio.push_frame(frame)
             except Exception:
-                log.exception("session %s: unusable audio frame skipped", self.id)
+                self.log.exception("unusable audio frame skipped")
                 continue
             self.submit(windows)
 
@@ -290,7 +302,8 @@ class Session:
         """Hand audio windows to the engine thread (oldest dropped when it falls behind)."""
         if self.worker is not None and not self.closed:
             for window in windows:
-                self.worker.submit(window)
+                if self.shedder.admit():
+                    self.worker.submit(window)
 
     def drop_queued_output(self) -> tuple[int, int]:
         """Interrupt: drop the windows waiting for the engine and the frames waiting for the track,
@@ -309,7 +322,11 @@ class Session:
             if frame.index >= self.discard_before:
                 self.buffer.push(frame)
         self._engine_s += engine_s
+        self._busy_s += engine_s
         self._engine_frames += len(frames)
+        if self.metrics is not None and frames:
+            for _ in frames:
+                self.metrics.engine_seconds.observe(engine_s / len(frames))
 
     def _on_shown(self, frame: Frame, sent_at: float) -> None:
         """Record audio-in to frame-out latency: from the arrival of the audio at the end of the
@@ -317,25 +334,50 @@ class Session:
         arrived = self.audio.arrival_time(round((frame.index + 1) * SAMPLE_RATE / self.config.engine.fps))
         if arrived is not None and len(self._latency_s) < 1000:
             self._latency_s.append(sent_at - arrived)
+        if arrived is not None and self.metrics is not None:
+            self.metrics.latency_seconds.observe(max(0.0, sent_at - arrived))
 
     def _on_engine_error(self, exc: BaseException) -> None:
         if self.closed:
             return
         detail = str(exc) if isinstance(exc, AvatarError) else exc.__class__.__name__
-        log.error("session %s: engine failed: %s", self.id, detail, exc_info=exc)
+        self.log.error("engine failed: %s", detail, exc_info=exc)
         self.request_close(f"engine failed: {detail}", error=f"engine failed: {detail}")
 
     def _on_connection_state(self) -> None:
         state = self.pc.connectionState if self.pc else "closed"
-        log.info("session %s: connection %s", self.id, state)
+        self.log.info("connection %s", state)
         if state in ("failed", "closed"):
             self.request_close(f"peer connection {state}")
 
     # ------------------------------------------------------------------------------------- stats
     async def _stats_loop(self) -> None:
+        last = self.clock.now()
         while True:
             await self.clock.sleep(STATS_INTERVAL_S)
+            now = self.clock.now()
+            was_degraded = self.shedder.degraded
+            self.shedder.update(now - last, self._busy_s, self.worker.windows_dropped if self.worker else 0)
+            self._busy_s, last = 0.0, now
+            if self.shedder.degraded != was_degraded:
+                self.log.warning("degraded=%s windows_dropped=%d windows_skipped=%d",
+                                 str(self.shedder.degraded).lower(),
+                                 self.worker.windows_dropped if self.worker else 0, self.shedder.skipped)
             await self._send_quietly(signalling.stats(self.stats()))
+
+    def totals(self) -> dict[str, float]:
+        """Counters (for /metrics) and gauges of this session right now."""
+        worker = self.worker
+        return {
+            "frames_sent": self.video.sent,
+            "frames_repeated": self.video.repeated,
+            "frames_dropped": self.buffer.dropped + self.buffer.skipped,
+            "windows_dropped": worker.windows_dropped if worker else 0,
+            "windows_skipped": self.shedder.skipped,
+            "queue_depth": worker.depth if worker else 0,
+            "frame_buffer": len(self.buffer),
+            "degraded": int(self.shedder.degraded),
+        }
 
     def stats(self) -> dict[str, Any]:
         """Counters since the last call (fps, engine_ms) and totals; see docs/protocol.md."""
@@ -369,6 +411,10 @@ class Session:
             "speech_state": self.speaker.state,
             "speech_queued_s": round(self.speaker.queue.queued_samples / SAMPLE_RATE, 2),
             "user_speaking": self.speaker.user_speaking if self.mode == "speak" else False,
+            "degraded": self.shedder.degraded,
+            "windows_skipped": self.shedder.skipped,
+            "timeline_s": round(self.audio.ring.end / SAMPLE_RATE, 3),
+            "shown_frame": self.video.shown_index,
         }
 
     # ----------------------------------------------------------------------------------- helpers
@@ -384,7 +430,7 @@ class Session:
     def _task_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("session %s: task %s failed", self.id, task.get_name(), exc_info=task.exception())
+            self.log.error("task %s failed", task.get_name(), exc_info=task.exception())
             self.request_close(f"internal error in {task.get_name()}")
 
     async def send_quietly(self, text: str) -> None:

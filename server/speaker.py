@@ -10,6 +10,7 @@ a stretch of speech, ``speaking_finished`` when it shows the last one (or on int
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ BARGE_IN_WINDOW = SAMPLE_RATE * 2 // 5  # 400 ms of microphone audio ...
 BARGE_IN_FRACTION = 0.5  # ... at least half of it speech stops the avatar
 
 IDLE, QUEUED, SPEAKING = "idle", "queued", "speaking"
+MAX_INTERRUPT_RECORDS = 100
 
 
 class TtsProvider:
@@ -76,8 +78,10 @@ class Speaker:
         self._tail: asyncio.Task | None = None
         self._t0: float | None = None
         self._fed = 0
-        self.interrupts: list[dict[str, Any]] = []
-        """One record per interrupt: reason, server ``time``, timeline ``played_sample``, ``muted`` ..."""
+        self.interrupts: collections.deque[dict[str, Any]] = collections.deque(
+            maxlen=MAX_INTERRUPT_RECORDS
+        )
+        """The latest interrupts: reason, server ``time``, ``played_sample``, ``muted`` ..."""
         self._mic = MonoResampler()
         self._mic_vad = VoiceActivity(aggressiveness=session.config.audio.vad_aggressiveness)
         self._mic_samples = 0
@@ -92,6 +96,15 @@ class Speaker:
         if self.session.mode != "speak":
             raise SignallingError(f"{what} needs a speak-mode session: offer with \"mode\": \"speak\"")
 
+    def _check_queue_room(self) -> None:
+        """Speech waiting to be spoken is bounded by ``speech.max_queued_s``."""
+        queued = self.queue.queued_samples / SAMPLE_RATE
+        limit = self.settings.max_queued_s
+        if queued >= limit:
+            raise SignallingError(
+                f"speech queue full: {queued:.0f} s waiting (at most {limit:g} s); wait or send interrupt"
+            )
+
     async def say(self, text: str, voice: str) -> str:
         """Validate, then synthesize in a worker thread; replies ``queued`` (errors raise)."""
         self._check_mode("say")
@@ -101,6 +114,7 @@ class Speaker:
         limit = self.settings.max_text_chars
         if len(text) > limit:
             raise SignallingError(f"text too long: {len(text)} characters (at most {limit})")
+        self._check_queue_room()
         tts = await self.tts.get()
         voice = resolve_voice(voice, await asyncio.to_thread(tts.voices))
         self.limiter.check("say/audio messages")
@@ -111,6 +125,7 @@ class Speaker:
     async def push_audio(self, message: PushAudio) -> str:
         """Decode in a worker thread; replies ``queued`` with the clip's length (errors raise)."""
         self._check_mode("audio")
+        self._check_queue_room()
         s = self.settings
         samples = await asyncio.to_thread(
             decode_pushed_audio, message.format, message.data, message.sample_rate,
@@ -138,7 +153,7 @@ class Speaker:
                         await self.session.send_quietly(signalling.error(f"{what} failed: {exc}"))
                     return
                 except Exception:
-                    log.exception("session %s: %s failed", self.session.id, what)
+                    self.session.log.exception("%s failed", what)
                     if generation == self.generation:
                         await self.session.send_quietly(signalling.error(f"{what} failed: internal error"))
                     return
@@ -208,7 +223,7 @@ class Speaker:
         if self.state == SPEAKING:
             self._emit("speaking_finished", interrupted=True, reason=reason)
         self.state = IDLE
-        log.info("session %s: %s (%.2f s of speech dropped)", session.id, reason,
+        session.log.info("%s (%.2f s of speech dropped)", reason,
                  (dropped + muted) / SAMPLE_RATE)
         return record
 

@@ -24,16 +24,25 @@ VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
 
 
 class FrameBuffer:
-    """Rendered frames waiting for the track: bounded (oldest dropped when full) and latency-capped
-    (when more than ``max_backlog`` frames wait, ``take`` skips to the newest)."""
+    """Rendered frames waiting for the track: bounded (oldest dropped when full), latency-capped
+    (when more than ``max_backlog`` frames wait, ``take`` skips to the newest) and draining: when at
+    least ``DRAIN_MIN_WAITING`` frames were waiting at every ``take`` of the last ``drain_every`` ticks
+    (a backlog left by a stall, which steady production would otherwise keep forever), one frame is
+    skipped, so latency added by a hiccup melts away at one frame per ``drain_every`` ticks."""
 
-    def __init__(self, capacity: int = 8, max_backlog: int = 3) -> None:
+    DRAIN_MIN_WAITING = 2
+
+    def __init__(self, capacity: int = 8, max_backlog: int = 3, drain_every: int = 25) -> None:
         self.capacity = max(1, int(capacity))
         self.max_backlog = max(1, int(max_backlog))
+        self.drain_every = max(1, int(drain_every))
         self._frames: collections.deque[Frame] = collections.deque()
         self.pushed = 0
         self.dropped = 0  # pushed out because the buffer was full
         self.skipped = 0  # jumped over to keep latency bounded
+        self.drained = 0  # of those, skipped to drain a lasting backlog
+        self._takes = 0
+        self._least_waiting = 0
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -46,6 +55,15 @@ class FrameBuffer:
         self.pushed += 1
 
     def take(self) -> Frame | None:
+        waiting = len(self._frames)
+        self._least_waiting = waiting if self._takes == 0 else min(self._least_waiting, waiting)
+        self._takes += 1
+        if self._takes >= self.drain_every:
+            if self._least_waiting >= self.DRAIN_MIN_WAITING and len(self._frames) >= 2:
+                self._frames.popleft()
+                self.skipped += 1
+                self.drained += 1
+            self._takes = 0
         if not self._frames:
             return None
         if len(self._frames) > self.max_backlog:

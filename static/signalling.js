@@ -14,10 +14,13 @@ export const CONNECTION_LOST = "The connection to the avatar server was lost —
 export const MEDIA_FAILED =
   "The media connection failed (no network path between browser and server) — press Start to retry";
 
-/** ws:// or wss:// URL of the signalling socket, matching the page's own protocol and host. */
+/** ws:// or wss:// URL of the signalling socket, matching the page's own protocol and host; a
+ * `?token=` in the page's own URL is passed on (server.auth_token). */
 export function signallingUrl(location = window.location) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  return `${scheme}//${location.host}/ws`;
+  const token = new URLSearchParams(location.search || "").get("token");
+  const query = token ? `?token=${encodeURIComponent(token)}` : "";
+  return `${scheme}//${location.host}/ws${query}`;
 }
 
 /** Resolves when ICE gathering is complete, or after `timeoutMs` with the candidates found so far. */
