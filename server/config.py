@@ -73,8 +73,8 @@ class AudioSettings:
 
 @dataclass(frozen=True)
 class WindowSettings:
-    frames_per_window: int = 2
-    hop: int = 2
+    frames_per_window: int = 1
+    hop: int = 1
     left_context_ms: float = 200.0
     right_context_ms: float = 80.0
 

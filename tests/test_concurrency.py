@@ -103,7 +103,10 @@ def test_load_shedder_degrades_when_behind_and_recovers_with_hysteresis():
 async def test_a_slow_engine_degrades_instead_of_freezing(make_config, box_engine_factory, degrade):
     """Box engine needing 120 ms per 80 ms window: with ``server.degrade`` the session renders every
     other window (no windows dropped from the queue after the switch), without it windows pile up and drop."""
-    config = make_config(**{"engine.size": SIZE, "provenance.watermark": False, "server.degrade": degrade})
+    config = make_config(**{
+        "engine.size": SIZE, "provenance.watermark": False, "server.degrade": degrade,
+        "window.frames_per_window": 2, "window.hop": 2,
+    })
     app = App(config, box_engine_factory(size=SIZE, delay_s=0.12))
     await app.start(host="127.0.0.1", port=0)
     client = Client(tone(6.0))

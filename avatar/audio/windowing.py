@@ -57,8 +57,8 @@ class WindowConfig:
     """Window geometry. Frames per window and hop in video frames; contexts in milliseconds."""
 
     fps: float = 25.0
-    frames_per_window: int = 2
-    hop: int = 2
+    frames_per_window: int = 1
+    hop: int = 1
     left_context_ms: float = 200.0
     right_context_ms: float = 80.0
 
