@@ -22,7 +22,9 @@ from avatar.audio.vad import VoiceActivity
 from avatar.audio.windowing import AudioRing, WindowConfig, Windower
 from avatar.engine import SAMPLE_RATE, Engine, Frame, PreparedAvatar
 from avatar.errors import AvatarError
+from avatar.provenance.badge import BadgedSession
 from avatar.provenance.marked_session import WatermarkedSession
+from avatar.provenance.payload import Payload
 
 OUTPUT_AUDIO_RATE = 48000
 
@@ -39,12 +41,15 @@ def render_frames(
     seed: int = 0,
     window: WindowConfig | None = None,
     watermark: bool = True,
+    payload: Payload | None = None,
+    badge: bool = False,
 ) -> Iterator[Frame]:
     """Yield one ``Frame`` per video frame for 16 kHz mono ``audio``, in order.
 
     Windows are cut exactly as in the live server: the server's defaults, or the engine's
     ``preferred_window`` when it has one.
-    With ``watermark`` every frame carries the invisible provenance mark (``avatar.provenance``).
+    With ``watermark`` every frame carries the invisible provenance mark (``avatar.provenance``) with
+    ``payload`` (default: a fresh random one); with ``badge`` a visible "AI-generated" label.
     """
     config = window or WindowConfig(fps=engine.fps, **(engine.preferred_window or {}))
     ring = AudioRing(capacity_seconds=len(audio) / SAMPLE_RATE + 2.0)
@@ -54,8 +59,10 @@ def render_frames(
     total = frame_count(len(audio), config.fps)
     windower = Windower(config)
     session = engine.new_session(avatar, seed=seed)
+    if badge:
+        session = BadgedSession(session)
     if watermark:
-        session = WatermarkedSession(session, size=engine.size)
+        session = WatermarkedSession(session, size=engine.size, payload=payload)
     try:
         emitted = 0
         windows = itertools.chain(
@@ -79,6 +86,8 @@ class RenderStats:
     audio_seconds: float
     video_seconds: float
     render_seconds: float
+    session_id: int | None = None
+    """The watermark payload's session id (``None`` without watermark)."""
 
     @property
     def real_time_factor(self) -> float:
@@ -137,11 +146,13 @@ def render_file(
     out_path: str | Path,
     seed: int = 0,
     progress: bool = False,
+    badge: bool = False,
 ) -> RenderStats:
     """Render ``portrait`` speaking the audio file ``audio_path`` into the MP4 ``out_path``."""
     audio = load_audio(audio_path)
     audio_48k = load_audio(audio_path, sample_rate=OUTPUT_AUDIO_RATE)
-    return render_audio(engine, portrait, audio, audio_48k, out_path, seed=seed, progress=progress)
+    return render_audio(engine, portrait, audio, audio_48k, out_path, seed=seed, progress=progress,
+                        badge=badge)
 
 
 def render_audio(
@@ -152,8 +163,14 @@ def render_audio(
     out_path: str | Path,
     seed: int = 0,
     progress: bool = False,
+    badge: bool = False,
 ) -> RenderStats:
-    """Render ``portrait`` speaking ``audio`` (16 kHz float32; ``audio_48k`` is what the MP4 carries)."""
+    """Render ``portrait`` speaking ``audio`` (16 kHz float32; ``audio_48k`` is what the MP4 carries).
+
+    Frames carry the invisible watermark (a fresh payload; its id is ``RenderStats.session_id``) and,
+    with ``badge``, a visible "AI-generated" label. Signing the file is a separate step
+    (``avatar.provenance.manifest.sign_file``, done by the render/say commands).
+    """
     avatar = engine.prepare(portrait)
     total = frame_count(len(audio), engine.fps)
     bar = None
@@ -161,9 +178,10 @@ def render_audio(
         from tqdm import tqdm
 
         bar = tqdm(total=total, unit="frame", desc="render", leave=False)
+    payload = Payload.create()
     started = time.perf_counter()
     try:
-        frames = render_frames(engine, avatar, audio, seed=seed)
+        frames = render_frames(engine, avatar, audio, seed=seed, payload=payload, badge=badge)
         tick = (lambda _frame: bar.update(1)) if bar else None
         written = write_mp4(out_path, frames, audio_48k, engine.fps, engine.size, on_frame=tick)
     finally:
@@ -175,4 +193,5 @@ def render_audio(
         audio_seconds=len(audio) / SAMPLE_RATE,
         video_seconds=written / engine.fps,
         render_seconds=elapsed,
+        session_id=payload.session_id,
     )

@@ -4,7 +4,9 @@ Routes: ``GET /health`` (JSON status), ``GET /avatars`` (JSON list), ``GET /metr
 text), ``/ws`` (WebSocket signalling, docs/protocol.md), everything else from the static folder (``/`` ->
 index.html, ``/<page>`` -> ``<page>.html``). Nothing a client sends can crash the server or close it
 with an internal error. Sockets are capped (``server.max_connections``), rate limited per socket, closed
-when idle without a session, and optionally gated by origin and token (server/auth.py).
+when idle without a session, and optionally gated by origin and token (server/auth.py). A socket
+without a session of its own may act as a *controller*: its say/audio/interrupt messages carrying a
+``channel`` go to the speak-mode sessions whose offer named that channel.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import http
 import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -33,7 +36,7 @@ from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.metrics import ServerMetrics
 from server.session import Session, SessionRegistry
 from server.signalling import Interrupt, ListAvatars, Offer, Ping, PushAudio, Say, SignallingError
-from server.speaker import TtsProvider
+from server.speaker import SendText, TtsProvider
 from server.static_files import StaticFiles
 
 log = logging.getLogger("server.app")
@@ -42,7 +45,10 @@ MAX_QUEUED_MESSAGES = 8
 """Received messages buffered per socket before reading pauses (x max_message_bytes at worst)."""
 
 
-@dataclass
+SpeechMessage = Say | PushAudio | Interrupt
+
+
+@dataclass(eq=False)  # hashed by identity: a controller's key in the sessions' listeners
 class SocketState:
     """What one signalling socket owns: at most one live session at a time."""
 
@@ -59,7 +65,8 @@ class App:
         self.engine = engine
         self.clock = clock
         self.avatars = AvatarRegistry(
-            engine, config.path(config.avatar.default), config.path(config.avatar.dir)
+            engine, config.path(config.avatar.default), config.path(config.avatar.dir),
+            require_consent=config.avatar.require_consent,
         )
         self.sessions = SessionRegistry(config.server.max_sessions)
         self._sockets: set[ServerConnection] = set()
@@ -152,7 +159,7 @@ class App:
             return make_response(200, self.metrics.render().encode(), METRICS_CONTENT_TYPE)
         if path == "/health":
             body = {"status": "ok", "engine": getattr(self.engine, "name", "engine"),
-                    "sessions": len(self.sessions)}
+                    "sessions": len(self.sessions), "badge": self.config.provenance.badge}
             return json_response(body)
         if path == "/avatars":
             return json_response(self.avatars.public_list())
@@ -208,6 +215,8 @@ class App:
             log.exception("socket error peer=%s", state.peer)
         finally:
             self._sockets.discard(ws)
+            for session in self.sessions:  # a controller stops listening to the channels it sent to
+                session.speaker.listeners.pop(state, None)
             if state.session is not None:
                 await state.session.close("socket closed")
             log.info("socket closed peer=%s", state.peer)
@@ -222,7 +231,9 @@ class App:
                 return signalling.avatars(self.avatars.public_list())
             if isinstance(message, Offer):
                 return await self._offer(state, message, send)
-            if isinstance(message, Say | PushAudio | Interrupt):
+            if isinstance(message, SpeechMessage):
+                if message.channel is not None:
+                    return await self._channel_speech(state, message, send)
                 return await self._speech(state, message)
             raise SignallingError("unsupported message")
         except AvatarError as exc:
@@ -232,17 +243,40 @@ class App:
             log.exception("message failed peer=%s", state.peer)
             return signalling.error("internal error while handling the message")
 
-    async def _speech(self, state: SocketState, message: Say | PushAudio | Interrupt) -> str:
+    async def _speech(self, state: SocketState, message: SpeechMessage) -> str:
         session = state.session
         if session is None or session.closed or not session.running:
             raise SignallingError("start a session first: send an offer")
-        if isinstance(message, Say):
-            return await session.speaker.say(message.text, message.voice)
-        if isinstance(message, PushAudio):
-            return await session.speaker.push_audio(message)
-        record = session.speaker.interrupt()
-        return signalling.event("interrupted", dropped_s=round(
-            (record["dropped_samples"] + record["muted"]) / SAMPLE_RATE, 2))
+        return _reply(message, await _deliver(session, message))
+
+    async def _channel_speech(self, state: SocketState, message: SpeechMessage, send: SendText) -> str:
+        """A controller's message: delivered to every speak-mode session on the channel, each with its
+        own limits. One reply: the first session's fields plus ``channel`` and ``sessions`` (how many
+        took it); ``errors`` lists the distinct refusals when only some did; all refused -> an error."""
+        own = state.session
+        if own is not None and not own.closed:
+            raise SignallingError(f"this socket has its own session ({own.id}): send without a 'channel'")
+        name = message.channel
+        accepted: list[dict[str, Any]] = []
+        errors: list[str] = []
+        for session in self.sessions.on_channel(name):
+            if session.closed:
+                continue  # closed while an earlier target was being served
+            try:
+                accepted.append(await _deliver(session, message))
+            except AvatarError as exc:
+                errors.append(str(exc))
+                continue
+            session.speaker.listeners[state] = send
+        if not accepted:
+            raise SignallingError(errors[0] if errors else f"no session on channel '{name}'")
+        fields = dict(accepted[0])
+        if isinstance(message, Interrupt):
+            fields["dropped_s"] = max(f["dropped_s"] for f in accepted)
+        fields.update(channel=name, sessions=len(accepted))
+        if errors:
+            fields["errors"] = sorted(set(errors))
+        return _reply(message, fields)
 
     async def _offer(self, state: SocketState, offer: Offer, send) -> str:
         if state.session is not None and not state.session.closed:
@@ -258,7 +292,7 @@ class App:
         session = Session(
             self.config, self.engine, avatar, send,
             on_closed=self._session_closed, number=self.sessions.next_number(), clock=self.clock,
-            mode=offer.mode, tts=self.tts, metrics=self.metrics,
+            mode=offer.mode, tts=self.tts, metrics=self.metrics, channel=offer.channel,
         )
         try:
             self.sessions.add(session)  # may still say busy if another offer won the race
@@ -266,10 +300,25 @@ class App:
             self.metrics.sessions_rejected.inc()
             raise
         state.session = session
-        session.log.info("offer peer=%s avatar=%s mode=%s", state.peer, avatar.avatar_id, offer.mode)
+        session.log.info("offer peer=%s avatar=%s mode=%s channel=%s", state.peer, avatar.avatar_id,
+                         offer.mode, offer.channel or "-")
         answer_sdp = await session.start(offer.sdp)
         self.metrics.sessions_started.inc()
         return signalling.answer(answer_sdp, session.id)
+
+
+async def _deliver(session: Session, message: SpeechMessage) -> dict[str, Any]:
+    """Hand say/audio/interrupt to ``session``'s speaker; the reply's fields (refusals raise)."""
+    if isinstance(message, Say):
+        return await session.speaker.say(message.text, message.voice)
+    if isinstance(message, PushAudio):
+        return await session.speaker.push_audio(message)
+    record = session.speaker.interrupt()
+    return {"dropped_s": round((record["dropped_samples"] + record["muted"]) / SAMPLE_RATE, 2)}
+
+
+def _reply(message: SpeechMessage, fields: dict[str, Any]) -> str:
+    return signalling.event("interrupted" if isinstance(message, Interrupt) else "queued", **fields)
 
 
 async def close_socket(ws: ServerConnection, code: int, reason: str, timeout: float = 5.0) -> None:

@@ -3,6 +3,11 @@
 An avatar id is a file stem matching ``^[A-Za-z0-9_-]{1,64}$``; ids are looked up in the registry,
 never joined into paths. Each portrait is prepared once (``engine.prepare`` in a worker thread) and
 cached; concurrent requests for the same avatar share one preparation.
+
+Consent and disclosure: an optional sidecar ``<id>.json`` next to each portrait (``server/consent.py``)
+records when and by whom it was added; ``GET /avatars`` shows ``added`` and ``by`` (``null`` without a
+sidecar). With ``require_consent`` folder portraits whose sidecar lacks ``"consent": true`` are skipped
+(one log line each); the configured default portrait is always offered.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from pathlib import Path
 
 from avatar.engine import Engine, PreparedAvatar
 from avatar.errors import AvatarError, PortraitError
+from server.consent import NO_RECORD, ConsentRecord, SidecarReader
 from server.signalling import AVATAR_ID, SignallingError
 
 log = logging.getLogger("server.avatars")
@@ -26,9 +32,11 @@ class AvatarEntry:
     name: str
     path: Path
     default: bool = False
+    record: ConsentRecord = NO_RECORD
 
     def public(self) -> dict[str, object]:
-        return {"id": self.id, "name": self.name, "default": self.default}
+        return {"id": self.id, "name": self.name, "default": self.default,
+                "added": self.record.added, "by": self.record.by}
 
 
 def display_name(stem: str) -> str:
@@ -38,7 +46,13 @@ def display_name(stem: str) -> str:
 class AvatarRegistry:
     """Lists avatars and hands out prepared ones (``await get(id)``); ``None`` means the default."""
 
-    def __init__(self, engine: Engine, default_portrait: Path, avatar_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        default_portrait: Path,
+        avatar_dir: Path | None = None,
+        require_consent: bool = False,
+    ) -> None:
         self.engine = engine
         self.default_portrait = Path(default_portrait)
         self.avatar_dir = Path(avatar_dir) if avatar_dir is not None else None
@@ -46,16 +60,32 @@ class AvatarRegistry:
         self.default_id = stem if AVATAR_ID.match(stem) else "default"
         self._cache: dict[str, tuple[float, asyncio.Task[PreparedAvatar]]] = {}
         self._skipped: set[str] = set()
+        self.require_consent = require_consent
+        self._sidecars = SidecarReader()
 
     def entries(self) -> list[AvatarEntry]:
         """The default avatar first, then the folder's portraits sorted by id (rescanned on each call)."""
-        found = [AvatarEntry(self.default_id, display_name(self.default_id), self.default_portrait, True)]
+        default_record = self._sidecars.read(self.default_portrait)
+        found = [AvatarEntry(self.default_id, display_name(self.default_id), self.default_portrait, True,
+                             default_record)]
         seen = {self.default_id}
         for path in self._scan_dir():
-            if path.stem not in seen:
-                seen.add(path.stem)
-                found.append(AvatarEntry(path.stem, display_name(path.stem), path))
+            if path.stem in seen:
+                continue
+            seen.add(path.stem)
+            record = self._sidecars.read(path)
+            if self.require_consent and not record.consent:
+                self._skip_once(path.name, "skipping portrait %s: no consent recorded "
+                                "(avatar.require_consent is on; add \"consent\": true to its sidecar)")
+                continue
+            self._skipped.discard(path.name)
+            found.append(AvatarEntry(path.stem, display_name(path.stem), path, record=record))
         return found
+
+    def _skip_once(self, name: str, message: str) -> None:
+        if name not in self._skipped:
+            self._skipped.add(name)
+            log.warning(message, name)
 
     def public_list(self) -> list[dict[str, object]]:
         return [entry.public() for entry in self.entries()]
@@ -113,9 +143,7 @@ class AvatarRegistry:
         usable = []
         for path in files:
             if not AVATAR_ID.match(path.stem):
-                if path.name not in self._skipped:
-                    self._skipped.add(path.name)
-                    log.warning("skipping portrait %s: its name is not a valid avatar id", path.name)
+                self._skip_once(path.name, "skipping portrait %s: its name is not a valid avatar id")
                 continue
             if path.is_file():
                 usable.append(path)

@@ -62,6 +62,8 @@ class EngineSettings:
 class AvatarSettings:
     default: str = "avatar/assets/astronaut.png"
     dir: str = "avatars"
+    require_consent: bool = False
+    """When true, folder portraits need ``"consent": true`` in their ``<id>.json`` sidecar to be listed."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,12 @@ class VideoSettings:
 @dataclass(frozen=True)
 class ProvenanceSettings:
     watermark: bool = True
+    badge: bool = False
+    """When true, the pages show a small "AI-generated" label over the video (``GET /health`` ``badge``)."""
+    sign_key: str = ""
+    """PEM key for the C2PA manifest of offline renders (``python -m avatar render``); empty: local."""
+    sign_cert: str = ""
+    """PEM certificate chain matching ``sign_key``."""
 
 
 @dataclass(frozen=True)
@@ -302,7 +310,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     return value
 
 
-EMPTY_ALLOWED = {"server.auth_token"}
+EMPTY_ALLOWED = {"server.auth_token", "provenance.sign_key", "provenance.sign_cert"}
 LOG_FORMATS = ("text", "json")
 
 

@@ -73,6 +73,11 @@ class SessionRegistry:
     def remove(self, session: Session) -> None:
         self._sessions.pop(session.id, None)
 
+    def on_channel(self, channel: str) -> list[Session]:
+        """The running speak-mode sessions whose offer named ``channel`` (oldest first)."""
+        return [s for s in self._sessions.values()
+                if s.channel == channel and s.mode == "speak" and s.running and not s.closed]
+
 
 class Session:
     """A live talking-portrait stream for one client (create, ``await start(sdp)``, ``await close()``)."""
@@ -89,6 +94,7 @@ class Session:
         mode: str = "mirror",
         tts: TtsProvider | None = None,
         metrics: ServerMetrics | None = None,
+        channel: str | None = None,
     ) -> None:
         self.id = secrets.token_hex(4)
         self.log = SessionLog(log, self.id)
@@ -116,6 +122,8 @@ class Session:
         self.mode = mode
         """``mirror``: the face speaks the inbound microphone; ``speak``: it speaks say/audio requests
         and the microphone only drives barge-in."""
+        self.channel = channel
+        """Speak mode: the name controllers (sockets without a session) send say/audio/interrupt to."""
         self.speaker = Speaker(self, tts or TtsProvider(config.speech.tts, config.speech.max_text_chars))
         self.discard_before = 0  # engine frames with a smaller index are stale (cut before an interrupt)
         self.echo: EchoAudioTrack | None = None
@@ -196,8 +204,8 @@ class Session:
         self.spawn(self._speak_loop() if self.mode == "speak" else self._pad_loop(), "timeline")
         self.spawn(self._stats_loop(), "stats")
         self.running = True
-        self.log.info("started avatar=%s seed=%d media=%s mode=%s", self.avatar.avatar_id, seed,
-                      "+".join(kinds), self.mode)
+        self.log.info("started avatar=%s seed=%d media=%s mode=%s channel=%s", self.avatar.avatar_id,
+                      seed, "+".join(kinds), self.mode, self.channel or "-")
         return pc.localDescription.sdp
 
     def _open_engine_session(self, seed: int) -> EngineSession:

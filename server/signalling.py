@@ -14,6 +14,8 @@ from typing import Any
 from avatar.errors import AvatarError
 
 AVATAR_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CHANNEL_NAME = AVATAR_ID
+"""Channel names follow the avatar id rule: 1-64 letters, digits, '_' or '-'."""
 MAX_SDP_CHARS = 128 * 1024
 """A browser offer is 3-15 KB; anything far larger is not an SDP we want to parse."""
 
@@ -32,6 +34,8 @@ class Offer:
     avatar: str | None = None
     mode: str = "mirror"
     """``mirror``: the face speaks the microphone; ``speak``: it speaks say/audio, the mic only barges in."""
+    channel: str | None = None
+    """Speak mode only: controllers (sockets without a session) reach this session by this name."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,8 @@ class Ping:
 class Say:
     text: str
     voice: str = "en"
+    channel: str | None = None
+    """None: this socket's own session; a name: every speak-mode session on that channel."""
 
 
 @dataclass(frozen=True)
@@ -57,11 +63,12 @@ class PushAudio:
     data: str
     """base64, not yet decoded."""
     sample_rate: int | None = None
+    channel: str | None = None
 
 
 @dataclass(frozen=True)
 class Interrupt:
-    pass
+    channel: str | None = None
 
 
 ClientMessage = Offer | ListAvatars | Ping | Say | PushAudio | Interrupt
@@ -91,7 +98,7 @@ def parse_message(raw: str | bytes) -> ClientMessage:
     if kind == "audio":
         return _parse_audio(data)
     if kind == "interrupt":
-        return Interrupt()
+        return Interrupt(channel=_parse_channel(data))
     shown = kind if len(kind) <= 40 else kind[:40] + "..."
     raise SignallingError(
         f"unknown message type {shown!r}; expected offer, list_avatars, ping, say, audio or interrupt"
@@ -115,7 +122,20 @@ def _parse_offer(data: dict[str, Any]) -> Offer:
     mode = data.get("mode", "mirror")
     if mode not in MODES:
         raise SignallingError("offer mode must be 'mirror' or 'speak'")
-    return Offer(sdp=sdp, avatar=avatar or None, mode=mode)
+    channel = _parse_channel(data)
+    if channel is not None and mode != "speak":
+        raise SignallingError("a 'channel' needs a speak-mode session: offer with \"mode\": \"speak\"")
+    return Offer(sdp=sdp, avatar=avatar or None, mode=mode, channel=channel)
+
+
+def _parse_channel(data: dict[str, Any]) -> str | None:
+    """The optional ``channel`` field: absent, null or "" -> None; otherwise a valid channel name."""
+    channel = data.get("channel")
+    if channel is None or channel == "":
+        return None
+    if not isinstance(channel, str) or not CHANNEL_NAME.match(channel):
+        raise SignallingError("invalid channel name (use 1-64 letters, digits, '_' or '-')")
+    return channel
 
 
 def _parse_say(data: dict[str, Any]) -> Say:
@@ -125,7 +145,7 @@ def _parse_say(data: dict[str, Any]) -> Say:
     voice = data.get("voice", "en")
     if not isinstance(voice, str) or not voice.strip():
         raise SignallingError("say 'voice' must be a language code such as en, es, de, fr")
-    return Say(text=text, voice=voice.strip())
+    return Say(text=text, voice=voice.strip(), channel=_parse_channel(data))
 
 
 def _parse_audio(data: dict[str, Any]) -> PushAudio:
@@ -140,7 +160,7 @@ def _parse_audio(data: dict[str, Any]) -> PushAudio:
         raise SignallingError("audio 'sample_rate' must be a whole number of Hz")
     if fmt == "pcm16" and rate is None:
         raise SignallingError("pcm16 audio needs a 'sample_rate'")
-    return PushAudio(format=fmt, data=payload, sample_rate=rate)
+    return PushAudio(format=fmt, data=payload, sample_rate=rate, channel=_parse_channel(data))
 
 
 def answer(sdp: str, session_id: str) -> str:

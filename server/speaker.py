@@ -5,6 +5,7 @@ when none, through the same ring + windower as the microphone (``AudioInput.appe
 requests are prepared off the event loop (TTS and decoding in worker threads) and enter the queue in
 the order they were received. ``speaking_started`` is sent when the video shows the first frame of
 a stretch of speech, ``speaking_finished`` when it shows the last one (or on interrupt / barge-in).
+Events and late errors also go to the session's ``listeners``: controllers that sent to its channel.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import av
@@ -37,6 +39,9 @@ BARGE_IN_FRACTION = 0.5  # ... at least half of it speech stops the avatar
 
 IDLE, QUEUED, SPEAKING = "idle", "queued", "speaking"
 MAX_INTERRUPT_RECORDS = 100
+LISTENER_SEND_TIMEOUT_S = 2.0
+
+SendText = Callable[[str], Awaitable[None]]
 
 
 class TtsProvider:
@@ -85,6 +90,9 @@ class Speaker:
         self._mic = MonoResampler()
         self._mic_vad = VoiceActivity(aggressiveness=session.config.audio.vad_aggressiveness)
         self._mic_samples = 0
+        self.listeners: dict[object, SendText] = {}
+        """Controllers (key: their socket state) that sent to this session's channel: they get its
+        events tagged with ``channel`` and ``session`` until their socket closes."""
 
     @property
     def active(self) -> bool:
@@ -105,8 +113,9 @@ class Speaker:
                 f"speech queue full: {queued:.0f} s waiting (at most {limit:g} s); wait or send interrupt"
             )
 
-    async def say(self, text: str, voice: str) -> str:
-        """Validate, then synthesize in a worker thread; replies ``queued`` (errors raise)."""
+    async def say(self, text: str, voice: str) -> dict[str, Any]:
+        """Validate, then synthesize in a worker thread; returns the ``queued`` reply's fields (errors
+        raise)."""
         self._check_mode("say")
         text = " ".join(text.split())
         if not text:
@@ -120,10 +129,11 @@ class Speaker:
         self.limiter.check("say/audio messages")
         job = asyncio.ensure_future(asyncio.to_thread(tts.synthesize, text, voice))
         self._enqueue(job, "say")
-        return signalling.event("queued", request="say", voice=voice)
+        return {"request": "say", "voice": voice}
 
-    async def push_audio(self, message: PushAudio) -> str:
-        """Decode in a worker thread; replies ``queued`` with the clip's length (errors raise)."""
+    async def push_audio(self, message: PushAudio) -> dict[str, Any]:
+        """Decode in a worker thread; returns the ``queued`` reply's fields, with the clip's length in
+        seconds (errors raise)."""
         self._check_mode("audio")
         self._check_queue_room()
         s = self.settings
@@ -135,7 +145,7 @@ class Speaker:
         job = asyncio.get_running_loop().create_future()
         job.set_result(samples)
         self._enqueue(job, "audio")
-        return signalling.event("queued", request="audio", seconds=round(samples.size / SAMPLE_RATE, 3))
+        return {"request": "audio", "seconds": round(samples.size / SAMPLE_RATE, 3)}
 
     def _enqueue(self, job: asyncio.Future, what: str) -> None:
         """Queue ``job``'s samples after every earlier request (whatever their outcome)."""
@@ -150,12 +160,12 @@ class Speaker:
                     samples = await job
                 except AvatarError as exc:
                     if generation == self.generation:
-                        await self.session.send_quietly(signalling.error(f"{what} failed: {exc}"))
+                        await self._broadcast("error", message=signalling.one_line(f"{what} failed: {exc}"))
                     return
                 except Exception:
                     self.session.log.exception("%s failed", what)
                     if generation == self.generation:
-                        await self.session.send_quietly(signalling.error(f"{what} failed: internal error"))
+                        await self._broadcast("error", message=f"{what} failed: internal error")
                     return
                 if generation == self.generation:
                     self.queue.add(samples)
@@ -202,7 +212,14 @@ class Speaker:
             self._emit("speaking_finished", interrupted=False)
 
     def _emit(self, kind: str, **fields: Any) -> None:
-        self.session.spawn(self.session.send_quietly(signalling.event(kind, **fields)), kind)
+        self.session.spawn(self._broadcast(kind, **fields), kind)
+
+    async def _broadcast(self, kind: str, **fields: Any) -> None:
+        """Send an event to the session's socket, and tagged with channel and session to its listeners."""
+        await self.session.send_quietly(signalling.event(kind, **fields))
+        if self.listeners:
+            tagged = signalling.event(kind, **fields, channel=self.session.channel, session=self.session.id)
+            await asyncio.gather(*(_send_quietly(send, tagged) for send in list(self.listeners.values())))
 
     # ------------------------------------------------------------------------------ interrupt
     def interrupt(self, reason: str = "interrupt") -> dict[str, Any]:
@@ -255,3 +272,11 @@ class Speaker:
             return False
         self.interrupt("barge_in")
         return True
+
+
+async def _send_quietly(send: SendText, text: str) -> None:
+    """Send to a controller; a slow or closed socket is ignored (it leaves when it closes)."""
+    try:
+        await asyncio.wait_for(send(text), LISTENER_SEND_TIMEOUT_S)
+    except Exception:
+        pass

@@ -2,6 +2,7 @@
 
 import { microphoneAvailable, MIC_INSECURE, openMicrophone, refreshMicrophonePicker } from "./devices.js";
 import { AvatarSession, SERVER_UNREACHABLE } from "./signalling.js";
+import { showAiBadgeIfConfigured } from "./badge.js";
 import { StatsMonitor } from "./stats.js";
 
 const HEALTH_TIMEOUT_MS = 4000;
@@ -207,3 +208,4 @@ window.addEventListener("pagehide", stop);
 setState("idle");
 refreshMicrophonePicker(ui.micSelect);
 loadAvatars();
+showAiBadgeIfConfigured();

@@ -1,6 +1,7 @@
 // Kiosk page: full-screen avatar in speak mode; type text, pick a voice, Speak; Interrupt; and a
 // microphone toggle for barge-in (talking into it stops the avatar). Connects (and reconnects) by itself.
 
+import { showAiBadgeIfConfigured } from "./badge.js";
 import { openMicrophone } from "./devices.js";
 import { AvatarSession } from "./signalling.js";
 
@@ -110,3 +111,4 @@ ui.video.addEventListener("playing", () => {
 });
 window.addEventListener("pagehide", () => session?.stop());
 connect();
+showAiBadgeIfConfigured();

@@ -76,10 +76,11 @@ function openSocket(url, timeoutMs) {
 export class AvatarSession {
   constructor({
     micStream = null, avatarId = "", iceServers = [], url = signallingUrl(), handlers = {}, mode = "",
-    audioDirection = "recvonly",
+    audioDirection = "recvonly", channel = "",
   }) {
     this.micStream = micStream;
     this.mode = mode;
+    this.channel = channel;
     this.audioDirection = audioDirection;
     this.audioTransceiver = null;
     this.avatarId = avatarId;
@@ -125,6 +126,7 @@ export class AvatarSession {
     const offer = { type: "offer", sdp: pc.localDescription.sdp };
     if (this.avatarId) offer.avatar = this.avatarId;
     if (this.mode) offer.mode = this.mode;
+    if (this.channel) offer.channel = this.channel;
     this.ws.send(JSON.stringify(offer));
 
     let timer;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +18,13 @@ from avatar.errors import PortraitError
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTRONAUT = ROOT / "avatar" / "assets" / "astronaut.png"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Renders sign their MP4s with a local key pair kept under $XDG_CACHE_HOME: keep the tests' own
+    (subprocesses inherit the variable) out of the user's home."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
 
 
 class BoxSession(EngineSession):

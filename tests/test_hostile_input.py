@@ -186,7 +186,8 @@ async def test_30_mb_message_closes_only_that_socket_with_1009(app, http_get):
             before = running.frames
             assert await running.wait_frames(before + 10), "the running session stalled"
             assert await ask(session_ws, {"type": "ping"}) == {"type": "pong"}
-            assert (await health(http_get, app.port)) == {"status": "ok", "engine": "box", "sessions": 1}
+            expected = {"status": "ok", "engine": "box", "sessions": 1, "badge": False}
+            assert (await health(http_get, app.port)) == expected
     finally:
         await running.close()
     await assert_serves_a_real_session(app, http_get)

@@ -160,7 +160,7 @@ async def test_speech_in_video_out_at_the_configured_rate(
             if health["sessions"] == 0:
                 break
             await asyncio.sleep(0.05)
-        assert health == {"status": "ok", "engine": engine.name, "sessions": 0}
+        assert health == {"status": "ok", "engine": engine.name, "sessions": 0, "badge": False}
     finally:
         await client.close()
         await app.stop()

@@ -5,6 +5,7 @@ COMMAND_MODULES = [
     "avatar.commands.render",
     "avatar.commands.say",
     "avatar.commands.detect",
+    "avatar.commands.verify",
     "avatar.commands.prepare_data",
     "avatar.commands.train",
     "avatar.commands.distill",

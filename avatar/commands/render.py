@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from avatar.commands import signing
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("render", help="render a talking-portrait MP4 from a portrait and audio")
@@ -17,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for blinks and head motion (default 0)")
     p.add_argument("--checkpoint", help="trained EMO checkpoint folder (for --engine emo)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    signing.add_options(p)
     p.set_defaults(func=run)
 
 
@@ -30,11 +33,15 @@ def run(args: argparse.Namespace) -> int:
     if not 64 <= args.size <= 2048:
         raise ConfigError(f"--size must be between 64 and 2048, got {args.size}")
     options = {"checkpoint": args.checkpoint} if args.checkpoint else {}
+    identity = signing.resolve(args)
     engine = create_engine(args.engine, fps=args.fps, size=args.size, seed=args.seed, **options)
-    stats = render_file(engine, args.portrait, args.audio, args.out, seed=args.seed, progress=not args.quiet)
+    stats = render_file(engine, args.portrait, args.audio, args.out, seed=args.seed, progress=not args.quiet,
+                        badge=args.badge)
+    signed = signing.sign_output(args, identity, args.out, args.portrait, args.engine, stats.session_id)
     print(
         f"wrote {args.out}: {stats.frames} frames, {stats.video_seconds:.2f} s video for "
-        f"{stats.audio_seconds:.2f} s audio, real-time factor {stats.real_time_factor:.2f}",
+        f"{stats.audio_seconds:.2f} s audio, real-time factor {stats.real_time_factor:.2f}"
+        f"{', signed C2PA manifest' if signed else ''}",
         file=sys.stderr,
     )
     return 0
