@@ -3,6 +3,7 @@
 // channel=NAME (controllers make it speak by sending say/audio/interrupt with that "channel").
 // It reconnects on its own when the server goes away; its state is in document.body.dataset.state.
 
+import { showAiBadgeIfConfigured } from "./badge.js";
 import { AvatarSession } from "./signalling.js";
 
 const RETRY_MS = 3000;
@@ -75,3 +76,4 @@ document.body.style.background = backgroundFor(params.get("bg"));
 video.addEventListener("playing", () => setState("live"));
 window.addEventListener("pagehide", () => session?.stop());
 connect(AVATAR_ID.test(avatar) ? avatar : "", channel);
+showAiBadgeIfConfigured();
