@@ -1,7 +1,8 @@
 """A tick pacer: tick ``k`` is released at ``t0 + k * period`` with no cumulative drift.
 
 When the consumer is late by more than ``max_late`` periods (event loop stalled, encoder slow) it does
-not burst through the missed ticks: it moves ``t0`` so the current tick is due now and counts a resync.
+not burst through the missed ticks: it skips them (the tick index jumps to the one due now) and counts a
+resync, so tick numbers, and the pts derived from them, stay on the wall clock.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class Pacer:
         self.t0: float | None = None
         self.tick = 0  # index of the next tick to release
         self.resyncs = 0
+        self.skipped = 0  # ticks jumped over by resyncs
 
     def due(self, tick: int) -> float:
         """Clock time at which ``tick`` is released (the first tick sets ``t0``)."""
@@ -36,7 +38,9 @@ class Pacer:
             if lateness < 0:
                 await self.clock.sleep(-lateness)
             elif lateness > self.max_late * self.period:
-                self.t0 = self.clock.now() - k * self.period
+                missed = int(lateness // self.period)
+                k += missed
+                self.skipped += missed
                 self.resyncs += 1
         self.tick = k + 1
         return k

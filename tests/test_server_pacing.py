@@ -54,12 +54,16 @@ async def test_late_consumer_resyncs_instead_of_bursting(fake_clock):
         await pacer.next_tick()
     fake_clock.advance(1.0)  # the loop stalled for a second (25 ticks)
     released_without_wait = 0
+    ticks = []
     for _ in range(10):
         before = len(fake_clock.sleeps)
-        await pacer.next_tick()
+        ticks.append(await pacer.next_tick())
         released_without_wait += len(fake_clock.sleeps) == before
     assert pacer.resyncs == 1
     assert released_without_wait <= 3  # at most the late tick plus a frame or two of catch-up
+    # the missed ticks are skipped, not renumbered: tick k stays due at t0 + k * period (pts on the clock)
+    assert ticks[0] >= 28 and pacer.skipped == ticks[0] - 5
+    assert abs(pacer.due(ticks[-1]) - fake_clock.now()) < 1e-9
     # after the resync, ticks are spaced one period apart again
     times = []
     for _ in range(5):

@@ -49,18 +49,23 @@ class EmoPipelineOutput:
     """uint8 (frames − pinned, S, S, 3) RGB face crops of the non-pinned frames, or None for 'latent'."""
 
 
-def make_scheduler(sampler: dict):
-    """Diffusers scheduler for ``sampler`` (zero-terminal-SNR betas, trailing timesteps for all kinds)."""
-    kw = dict(
+def noise_schedule(sampler: dict) -> dict:
+    """The forward process shared by training and every sampler: scaled-linear betas rescaled to zero
+    terminal SNR, the config's prediction type (diffusers scheduler keyword arguments)."""
+    return dict(
         num_train_timesteps=int(sampler["num_train_timesteps"]),
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
         prediction_type=sampler["prediction_type"],
         rescale_betas_zero_snr=True,
-        timestep_spacing="trailing",
         clip_sample=False,
     )
+
+
+def make_scheduler(sampler: dict):
+    """Diffusers scheduler for ``sampler`` (zero-terminal-SNR betas, trailing timesteps for all kinds)."""
+    kw = dict(noise_schedule(sampler), timestep_spacing="trailing")
     kind = sampler["scheduler"]
     if kind == "ddim":
         return DDIMScheduler(**kw, set_alpha_to_one=False)

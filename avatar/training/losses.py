@@ -15,20 +15,12 @@ from diffusers import DDPMScheduler
 from torch import nn
 
 from avatar.emo.audio_encoder import MelAudioEncoder, frame_segments
-from avatar.emo.pipeline import EmoPipeline
+from avatar.emo.pipeline import EmoPipeline, noise_schedule
 
 
 def training_scheduler(sampler: dict) -> DDPMScheduler:
     """The forward process the samplers assume: scaled-linear betas rescaled to zero terminal SNR."""
-    return DDPMScheduler(
-        num_train_timesteps=int(sampler["num_train_timesteps"]),
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        prediction_type=sampler["prediction_type"],
-        rescale_betas_zero_snr=True,
-        clip_sample=False,
-    )
+    return DDPMScheduler(**noise_schedule(sampler))
 
 
 def is_trainable(module: str, name: str, stage: int) -> bool:
