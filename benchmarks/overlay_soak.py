@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +95,7 @@ def main() -> int:
         query = "?bg=green" + (f"&channel={args.channel}" if args.channel else "")
         minutes: list[dict] = []
         replies: list[str] = []
-        with sync_playwright() as p:
+        with sync_playwright() as p, ThreadPoolExecutor(1) as controller:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
                 "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--no-first-run", "--autoplay-policy=no-user-gesture-required"])
@@ -108,8 +109,9 @@ def main() -> int:
             while (now := time.monotonic()) < started + args.seconds:
                 if args.channel and now >= next_say:
                     k = said % len(SENTENCES)
-                    replies.append(asyncio.run(say(f"ws://127.0.0.1:{port}/ws", args.channel,
-                                                   SENTENCES[k], VOICES[k])))
+                    request = say(f"ws://127.0.0.1:{port}/ws", args.channel, SENTENCES[k], VOICES[k])
+                    # Playwright's sync API owns this thread's event loop: talk from another thread.
+                    replies.append(controller.submit(asyncio.run, request).result())
                     said, next_say = said + 1, now + args.say_every
                 if now >= next_minute:
                     s = page.evaluate("window.soak")
