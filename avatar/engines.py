@@ -26,7 +26,8 @@ def create_engine(name: str, **options: Any) -> Engine:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"engine {name!r} is not available: {exc}") from None
+        hint = " (install it with: scripts/setup.sh --emo)" if name == "emo" else ""
+        raise ConfigError(f"engine {name!r} is not available: {exc}{hint}") from None
     try:
         return getattr(module, class_name)(**options)
     except TypeError as exc:
