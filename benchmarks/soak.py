@@ -26,14 +26,14 @@ from pathlib import Path
 
 import av
 import numpy as np
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.stream_benchmark import DEFAULT_AUDIO, STALL_S, start_server  # noqa: E402
+from benchmarks.stream_benchmark import DEFAULT_AUDIO, STALL_S, exchange_offer, start_server  # noqa: E402
 
 RTP_WRAP = 2**32
 
@@ -139,14 +139,7 @@ async def soak(ws_url: str, seconds: float, clip: np.ndarray, server_pid: int | 
     samples: list[dict] = []
     async with connect(ws_url) as ws:
         await pc.setLocalDescription(await pc.createOffer())
-        await ws.send(json.dumps({"type": "offer", "sdp": pc.localDescription.sdp}))
-        while True:
-            reply = json.loads(await ws.recv())
-            if reply["type"] == "answer":
-                break
-            if reply["type"] == "error":
-                raise SystemExit(f"server error: {reply['message']}")
-        await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+        await exchange_offer(ws, pc, {"type": "offer", "sdp": pc.localDescription.sdp})
 
         async def collect() -> None:
             async for raw in ws:

@@ -129,6 +129,20 @@ def best_lag(send: list[tuple[float, float]], arrivals: np.ndarray, mouth: np.nd
     return best
 
 
+async def exchange_offer(ws, pc: RTCPeerConnection, message: dict) -> dict:
+    """Send an offer ``message`` (built from ``pc.localDescription``), wait for the answer and apply it.
+    An ``error`` reply ends the benchmark with the server's message."""
+    await ws.send(json.dumps(message))
+    while True:
+        reply = json.loads(await ws.recv())
+        if reply["type"] == "answer":
+            break
+        if reply["type"] == "error":
+            raise SystemExit(f"server error: {reply['message']}")
+    await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+    return reply
+
+
 async def stream(ws_url: str, audio: np.ndarray, avatar: str | None, tail_s: float) -> dict:
     pc = RTCPeerConnection()
     track = TimedAudioTrack(audio)
@@ -149,14 +163,7 @@ async def stream(ws_url: str, audio: np.ndarray, avatar: str | None, tail_s: flo
         if avatar:
             message["avatar"] = avatar
         offered = time.monotonic()
-        await ws.send(json.dumps(message))
-        while True:
-            reply = json.loads(await ws.recv())
-            if reply["type"] == "answer":
-                break
-            if reply["type"] == "error":
-                raise SystemExit(f"server error: {reply['message']}")
-        await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+        await exchange_offer(ws, pc, message)
 
         async def collect() -> None:
             async for raw in ws:

@@ -9,8 +9,6 @@ import json
 import logging
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -170,24 +168,11 @@ sys.exit(asyncio.run(serve_until_signal(config, BoxEngine(size=128, delay_s=30.0
 
 @pytest.mark.slow
 async def test_sigterm_shutdown_is_time_boxed_with_a_stuck_engine():
-    from tests.test_server_shutdown import _free_port
+    from tests.test_server_shutdown import spawn_server
 
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-c", STUCK_SERVER.format(root=str(ROOT), port=port)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    process, ws, port = await spawn_server(STUCK_SERVER)
     client = RealClient()
     try:
-        ws = None
-        for _ in range(200):
-            try:
-                ws = await connect(f"ws://127.0.0.1:{port}/ws")
-                break
-            except OSError:
-                assert process.poll() is None, process.stdout.read()
-                await asyncio.sleep(0.1)
-        assert ws is not None, "server did not come up"
         assert (await client.start(ws))["type"] == "answer"
         assert await client.wait_frames(25)  # still portraits: the engine is stuck in its first window
         started = time.monotonic()

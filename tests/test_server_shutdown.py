@@ -38,24 +38,29 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.slow
-async def test_sigterm_closes_sessions_and_exits_zero():
+async def spawn_server(script: str) -> tuple[subprocess.Popen, object, int]:
+    """Run ``script`` (formatted with ``root`` and a free ``port``) in a subprocess and open ``/ws``.
+    Returns the process, the connected socket and the port; the caller kills the process."""
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-c", SERVE_WITH_BOX.format(root=str(ROOT), port=port)],
+        [sys.executable, "-c", script.format(root=str(ROOT), port=port)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+    for _ in range(200):
+        try:
+            return process, await connect(f"ws://127.0.0.1:{port}/ws"), port
+        except OSError:
+            assert process.poll() is None, process.stdout.read()
+            await asyncio.sleep(0.1)
+    process.kill()
+    raise AssertionError("server did not come up")
+
+
+@pytest.mark.slow
+async def test_sigterm_closes_sessions_and_exits_zero():
+    process, ws, _ = await spawn_server(SERVE_WITH_BOX)
     client = RTCPeerConnection()
     try:
-        ws = None
-        for _ in range(200):
-            try:
-                ws = await connect(f"ws://127.0.0.1:{port}/ws")
-                break
-            except OSError:
-                assert process.poll() is None, process.stdout.read()
-                await asyncio.sleep(0.1)
-        assert ws is not None, "server did not come up"
         client.addTransceiver("video", direction="recvonly")
         await client.setLocalDescription(await client.createOffer())
         await ws.send(json.dumps({"type": "offer", "sdp": client.localDescription.sdp}))
