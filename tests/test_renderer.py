@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -10,7 +11,7 @@ import pytest
 
 from avatar.parametric.motion_types import FaceMotion
 from avatar.parametric.portrait import face_mesh, prepare_portrait
-from avatar.parametric.renderer import PortraitRenderer, clamp_motion
+from avatar.parametric.renderer import JAW_GAP, MotionModel, PortraitRenderer, clamp_motion
 
 ASTRONAUT_PATH = Path(__file__).resolve().parents[1] / "avatar" / "assets" / "astronaut.png"
 
@@ -83,6 +84,26 @@ def test_measured_lip_gap_grows_with_jaw_open(renderer) -> None:
     assert all(b > a for a, b in zip(gaps, gaps[1:], strict=False)), gaps
     assert gaps[-1] >= 0.08 and gaps[-1] - gaps[0] >= 0.04, gaps
     assert abs(gaps[0] - _lip_gap(renderer.rig.image)) < 0.01
+
+
+def _full_open_gap(rig) -> float:
+    """Inner-lip gap at the mouth centre (vertices 13/14) at jaw_open = 1, in face heights."""
+    model = MotionModel(rig)
+    moved = rig.mesh.vertices + model.displacements(FaceMotion(jaw_open=1.0))
+    return float((moved[14] - moved[13]) @ model.ey / rig.face_height)
+
+
+def test_full_open_mouth_is_as_tall_as_a_real_wide_open_mouth(renderer) -> None:
+    # Real speakers open to ~0.12-0.18 face heights on open vowels, even with a narrow mouth.
+    rig = renderer.rig
+    assert _full_open_gap(rig) == pytest.approx(JAW_GAP, abs=0.005)
+    lm = rig.landmarks.copy()
+    corners = [61, 78, 291, 308]
+    centre = lm[corners].mean(axis=0)
+    half = np.linalg.norm(lm[[291, 308]].mean(axis=0) - lm[[61, 78]].mean(axis=0)) / 2
+    lm[corners] = centre + (lm[corners] - centre) * (0.12 * rig.face_height / half)  # half width 0.12
+    narrow = _full_open_gap(dataclasses.replace(rig, landmarks=lm))
+    assert 0.14 <= narrow < JAW_GAP - 0.01  # taller than half the mouth's width, less than a wide mouth
 
 
 def test_lip_press_closes_the_open_mouth(renderer) -> None:

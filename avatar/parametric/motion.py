@@ -5,7 +5,7 @@ Audio is consumed per 20 ms sub-frame (see ``features.py``), strictly in timelin
 1. Levels: a noise floor (minimum over the last 3 s of unvoiced or steady sub-frames, so stationary
    noise and hum are ignored), a speech peak above it (instant attack, 3 dB/s decay: an AGC), and
    loudness ``(level - floor - 6 dB) / (peak - floor - 9 dB)`` in 0..1.
-2. Mouth targets, language independent: ``jaw = gain * loudness**1.7 * voicing term * shape`` where
+2. Mouth targets, language independent: ``jaw = gain * loudness**2.7 * voicing term * shape`` where
    ``shape`` rises with the F2 band (1-2.5 kHz) over the F1 band (0.3-1 kHz) (low = rounded lips,
    small aperture), with the share of 2.5-7.6 kHz energy, and slightly with an F1 proxy, each scored
    against the speaker's running statistics. Lip width follows the same F2 proxy (spread "ee" vs
@@ -72,7 +72,7 @@ class MotionTuning:
     peak_init_db: float = 32.0
     peak_decay_db_s: float = 3.0
     jaw_gain: float = 0.7
-    loud_power: float = 1.7  # > 1 expands: quiet stretches open the mouth less
+    loud_power: float = 2.7  # > 1 expands: quiet stretches open the mouth less (mouths open most on peaks)
     vowel_floor: float = 0.65  # jaw factor for unvoiced, non-sonorant sound (1 for vowels)
     open_weight: float = 0.05  # shape weights (F1 proxy, F2-vs-F1 proxy, high-band share)
     tilt_weight: float = 0.6
