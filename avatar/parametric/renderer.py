@@ -44,6 +44,9 @@ from avatar.parametric.portrait import PortraitRig
 
 JAW_GAP = 0.18
 """Inner-lip gap at jaw_open = 1, in face heights (FaceMotion's convention)."""
+MAX_GAP_PER_HALF_WIDTH = 1.3
+"""Narrow mouths open less: at jaw_open = 1 the inner-lip gap is at most this many half mouth widths
+(a wide-open "a" is about two thirds as tall as the mouth is wide; taller reads as a hole)."""
 BROW_LIFT = 0.04
 """Brow rise at brow_raise = 1, in face heights."""
 BREATH_PX_AT_512 = 1.5
@@ -100,7 +103,7 @@ class MotionModel:
         rest_center_gap = float(self.rest_gaps[5])
         # Narrow mouths (or mouths hidden under a moustache) open less: an opening much taller than
         # the mouth is wide reads as a hole, not a mouth.
-        target_gap = min(JAW_GAP * height, 0.5 * 2 * half)
+        target_gap = min(JAW_GAP * height, MAX_GAP_PER_HALF_WIDTH * half)
         self.jaw_travel = max(target_gap - rest_center_gap, 0.04 * height)
         corner_d = np.min(np.linalg.norm(verts[:, None, :] - corners[None], axis=2), axis=1)
         corner_w = 0.35 * np.exp(-0.5 * (corner_d / (0.4 * half)) ** 2)
@@ -349,8 +352,13 @@ class PortraitRenderer:
         across = 1.0 - _smoothstep(1.2 * height, 2.2 * height, np.abs(node[:, :, 0] - chin[0]))
         return (below * across).astype(np.float32)
 
-    def render(self, motion: FaceMotion) -> np.ndarray:
+    def render(self, motion: FaceMotion, source: np.ndarray | None = None, paint_mouth: bool = True
+               ) -> np.ndarray:
         """The portrait animated by ``motion``: uint8 RGB (size, size, 3). Inputs are clamped.
+
+        ``source``: warp this image (same size and geometry as the rig's portrait, e.g. the portrait with
+        a generated mouth pasted in) instead of the rig's; ``paint_mouth=False`` leaves the mouth interior
+        to that source (the EMO engine's demo composite).
 
         Per-stage times of the last call are left in ``stage_ms`` (milliseconds of ``self.clock``:
         wall time by default; benchmarks may set ``time.thread_time`` to ignore CPU contention).
@@ -364,9 +372,10 @@ class PortraitRenderer:
             field[:, :, 1] -= self._breath * (m.breath * self._breath_px)
         moving = (np.abs(field[:, :, 0]) + np.abs(field[:, :, 1])) > 0.01
         clock.lap("motion")
+        image = self.rig.image if source is None else source
         if not moving.any():
             self.stage_ms = clock.laps
-            return self.rig.image.copy()
+            return image.copy()
         size, step = self.rig.size, sampler.grid.step
         rows, cols = np.flatnonzero(moving.any(axis=1)), np.flatnonzero(moving.any(axis=0))
         r0, c0 = max(int(rows[0]) - 1, 0), max(int(cols[0]) - 1, 0)
@@ -395,17 +404,17 @@ class PortraitRenderer:
                 self._exact_patch(offsets, (x0, y0), part, margin, fine_step, moved, corners,
                                   candidates, bounds)
         clock.lap("fine grids")
-        frame = self.rig.image.copy()
+        frame = image.copy()
         map_x = self._base_x[y0:y1, x0:x1] + offsets[:, :, 0]
         map_y = self._base_y[y0:y1, x0:x1] + offsets[:, :, 1]
-        frame[y0:y1, x0:x1] = cv2.remap(self.rig.image, map_x, map_y, cv2.INTER_LINEAR,
+        frame[y0:y1, x0:x1] = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR,
                                         borderMode=cv2.BORDER_REPLICATE)
         clock.lap("remap")
         if m.blink > 0.5:
             for upper in EYE_UPPER:
                 self._seal_lid(frame, moved[list(upper)], _smoothstep(0.5, 1.0, m.blink))
         upper, lower = moved[list(LIPS_INNER_UPPER)], moved[list(LIPS_INNER_LOWER)]
-        box = self.mouth.box(upper, lower, frame.shape)
+        box = self.mouth.box(upper, lower, frame.shape) if paint_mouth else None
         if box is not None:
             rest_layer = self._jaw_at_rest(m, box) if self.mouth.rest_open else None
             self.mouth.paint(frame, upper, lower, box, rest_layer)
