@@ -40,7 +40,7 @@ def engine_and_avatar(checkpoint):
 def test_refuses_to_start_without_trained_weights(checkpoint):
     cfg, root = checkpoint
     with pytest.raises(ConfigError, match="no trained checkpoint.*train"):
-        create_engine("emo", fps=25, size=128, seed=0)
+        create_engine("emo", fps=25, size=128, seed=0, config="tiny")
     with pytest.raises(ConfigError, match="untrained"):
         EmoEngine(size=128, config=cfg, checkpoint=root / "untrained")
     with pytest.raises(ConfigError, match="not found"):
@@ -112,3 +112,43 @@ def test_portrait_without_face_is_a_portrait_error(engine_and_avatar):
     blank[50:150, 50:150] = (30, 160, 40)
     with pytest.raises(PortraitError):
         engine.prepare(blank)
+
+
+def test_sampler_override_and_bad_sampler(checkpoint):
+    cfg, root = checkpoint
+    engine = EmoEngine(
+        size=128, config=micro_config(), checkpoint=root / "trained", scheduler="ddim", steps=3
+    )
+    assert type(engine.pipeline.scheduler).__name__ == "DDIMScheduler"
+    assert engine.config.sampler["steps"] == 3
+    with pytest.raises(ConfigError, match="scheduler must be"):
+        EmoEngine(size=128, config=micro_config(), checkpoint=root / "trained", scheduler="euler")
+
+
+def test_mouth_region_with_parametric_head_motion():
+    """face.composite=parametric: the generated region is pasted in, then the parametric engine moves the
+    head and blinks, so pixels outside the generated region change over time too."""
+    cfg = micro_config()
+    cfg.face.update(crop_scale=0.56, crop_shift=0.28, composite="parametric")
+    pipe = EmoPipeline.from_config(cfg, seed=0)
+    randomize_zero_layers(pipe)
+    pipe.training_steps = 1
+    engine = EmoEngine(size=128, config=cfg, pipeline=pipe, seed=0)
+    avatar = engine.prepare(ASTRONAUT)
+    region, rig = avatar.data.region, avatar.data.rig
+    assert rig is not None
+    x0, y0, x1, y1 = rig.face_box
+    longer = max(x1 - x0, y1 - y0)
+    mouth = (rig.landmarks[13] + rig.landmarks[14]) / 2
+    assert region.x0 <= mouth[0] < region.x0 + region.side and region.y0 <= mouth[1] < region.y0 + region.side
+    assert region.side == pytest.approx(0.56 * longer, abs=1.5)
+    session = engine.new_session(avatar, seed=1)
+    config = WindowConfig(fps=25.0, frames_per_window=6, hop=6, left_context_ms=80, right_context_ms=80)
+    frames = [f for w in _windows(speech_like(2.0), config) for f in session.process(w)]
+    assert [f.index for f in frames] == list(range(len(frames))) and len(frames) >= 48
+    outside = np.ones((128, 128), bool)
+    outside[region.y0 : region.y0 + region.side, region.x0 : region.x0 + region.side] = False
+    changed = [np.abs(f.image.astype(int) - avatar.image.astype(int))[outside].mean() for f in frames]
+    assert max(changed) > 0.2  # the head moves (the still composite leaves these pixels untouched)
+    session.interrupt()
+    session.close()

@@ -8,10 +8,10 @@ import torch
 
 from avatar.emo.audio_encoder import AudioProjection, MelAudioEncoder, Wav2Vec2AudioEncoder
 from avatar.emo.backbone import EmoBackbone
-from avatar.emo.pipeline import EmoPipeline
+from avatar.emo.pipeline import EmoPipeline, ReferenceState
 from avatar.emo.reference_net import ReferenceNet
 from avatar.emo.speed_encoder import SpeedEncoder
-from avatar.emo.testing import drawn_face, make_pipeline, micro_config, speech_like
+from avatar.emo.testing import drawn_face, make_pipeline, micro_config, randomize_zero_layers, speech_like
 from avatar.errors import ConfigError
 
 torch.set_num_threads(1)  # tiny models: one thread is fastest on the shared 2-core box
@@ -101,6 +101,44 @@ def test_pipeline_round_trip_gives_identical_frames(tmp_path, pipe, reference):
         ref = p.encode_reference(img, mask)
         outs.append(p(ref, _tokens(p, audio), list(range(6)), ref.latent.repeat(2, 1, 1, 1), seed=1).images)
     assert np.array_equal(outs[0], outs[1])
+
+
+def test_reference_concat_feeds_the_reference_latent_to_every_frame():
+    cfg = micro_config()
+    cfg.unet.update(reference_concat=True)
+    pipe = EmoPipeline.from_config(cfg, seed=0)
+    randomize_zero_layers(pipe)
+    assert pipe.backbone.conv_in.in_channels == 2 * cfg.latent_channels
+    img, mask = drawn_face(64)
+    other, _ = drawn_face(64, seed=5)
+    audio = speech_like(1.0)
+    ref = pipe.encode_reference(img, mask)
+    moved = ReferenceState(pipe.encode_reference(other, mask).latent, ref.bank, ref.face_features)
+    outs = [pipe(r, _tokens(pipe, audio), list(range(6)), None, seed=1).latents for r in (ref, moved)]
+    assert not torch.equal(outs[0], outs[1])  # only the concatenated latent differs
+    with pytest.raises(ValueError, match="reference_latent"):
+        pipe.backbone(outs[0][None], 0.5, torch.zeros(1, 6, 5, 16), ref.bank)
+
+
+def test_half_precision_checkpoint_is_smaller_and_close(tmp_path, pipe, reference):
+    pipe.save_pretrained(tmp_path / "full", training_steps=5)
+    pipe.save_pretrained(tmp_path / "half", training_steps=5, half=True)
+
+    def size(root):
+        return sum(f.stat().st_size for f in root.rglob("*.safetensors"))
+
+    assert size(tmp_path / "half") < 0.6 * size(tmp_path / "full")
+    loaded = EmoPipeline.from_pretrained(tmp_path / "half", pipe.config)
+    assert next(loaded.backbone.parameters()).dtype == torch.float32
+    assert next(pipe.backbone.parameters()).dtype == torch.float32  # saving left the live model alone
+    img, mask = drawn_face(64)
+    audio = speech_like(1.0)
+    outs = []
+    for p in (pipe, loaded):
+        ref = p.encode_reference(img, mask)
+        outs.append(p(ref, _tokens(p, audio), list(range(6)), ref.latent.repeat(2, 1, 1, 1), seed=1).images)
+    diff = np.abs(outs[0].astype(int) - outs[1].astype(int))
+    assert diff.mean() < 2.0 and diff.max() < 40
 
 
 def test_checkpoint_that_does_not_fit_is_a_config_error(tmp_path, pipe):

@@ -171,3 +171,17 @@ def test_prepare_data_on_generated_clip(tmp_path):
     assert len(again["clips"]) == 1
     data = ClipDataset(out, crop_size=CROP)
     assert data.total_frames == 30
+
+
+def test_prepare_data_cuts_the_mouth_region_with_crop_shift(tmp_path):
+    """crop_scale 0.56, crop_shift 0.28: the crop starts at the face-box centre and reaches the chin."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    _write_talking_mp4(videos / "astronaut.mp4")
+    manifest = prepare_videos(videos, tmp_path / "data", CROP, 0.56, progress=False, crop_shift=0.28)
+    assert [c["id"] for c in manifest["clips"]] == ["astronaut"]
+    boxes = np.load(tmp_path / "data" / "astronaut" / "boxes.npy")  # face box in crop pixels
+    centre_x, centre_y = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    assert np.all(np.abs(centre_x - CROP / 2) < 0.1 * CROP)
+    assert np.all(np.abs(centre_y) < 0.1 * CROP), centre_y
+    assert np.all(boxes[:, 3] > CROP * 0.75), boxes[:, 3]  # the chin: box bottom at 0.5 / 0.56 of the crop

@@ -18,6 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-seconds", type=float, default=4.0, help="--synthetic: longest clip, seconds")
     p.add_argument("--render-size", type=int, default=384, help="--synthetic: engine output size, pixels")
     p.add_argument("--augment", type=float, default=1.0, help="--synthetic: augmentation strength 0..1")
+    p.add_argument(
+        "--voices",
+        help="--synthetic: comma-separated espeak-ng voices (default: every built-in line; '' for none)",
+    )
     p.add_argument("--seed", type=int, default=0, help="--synthetic: seed (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -33,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("prepare-data needs --videos DIR and/or --synthetic --portraits DIR")
     cfg = load_emo_config(args.config)
     crop, scale = int(cfg.face["crop_size"]), float(cfg.face["crop_scale"])
+    shift = float(cfg.face.get("crop_shift", 0.0))
     manifest = None
     if args.synthetic:
         if not args.portraits:
@@ -51,11 +56,15 @@ def run(args: argparse.Namespace) -> int:
             max_seconds=args.max_seconds,
             augment=args.augment,
             progress=not args.quiet,
+            crop_shift=shift,
+            **({} if args.voices is None else {"voices": tuple(v for v in args.voices.split(",") if v)}),
         )
     if args.videos:
         from avatar.training.data import prepare_videos
 
-        manifest = prepare_videos(Path(args.videos), Path(args.out), crop, scale, progress=not args.quiet)
+        manifest = prepare_videos(
+            Path(args.videos), Path(args.out), crop, scale, progress=not args.quiet, crop_shift=shift
+        )
     frames = sum(c["frames"] for c in manifest["clips"])
     print(
         f"{args.out}: {len(manifest['clips'])} clips, {frames} frames at {crop}px; "

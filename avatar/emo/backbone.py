@@ -35,10 +35,11 @@ class EmoBackbone(ModelMixin, ConfigMixin, EmoUNetBase):
         temporal_heads: int = 8,
         max_frames: int = 32,
         speed_dim: int | None = 64,
+        reference_concat: bool = False,
     ) -> None:
         super().__init__()
         spec = UNetSpec(
-            in_channels=in_channels,
+            in_channels=in_channels * (2 if reference_concat else 1),
             block_out_channels=tuple(block_out_channels),
             layers_per_block=layers_per_block,
             attention_levels=tuple(attention_levels),
@@ -62,6 +63,7 @@ class EmoBackbone(ModelMixin, ConfigMixin, EmoUNetBase):
         motion_features: list[torch.Tensor] | None = None,
         speed_tokens: torch.Tensor | None = None,
         face_features: torch.Tensor | None = None,
+        reference_latent: torch.Tensor | None = None,
         trace: list | None = None,
     ) -> torch.Tensor:
         """
@@ -70,6 +72,9 @@ class EmoBackbone(ModelMixin, ConfigMixin, EmoUNetBase):
         motion_features: per slot (batch, n_motion, c, h, w) or None;
         speed_tokens: (batch, frames, s, speed_dim);
         face_features: (batch, in_channels, h, w) from the face locator, added to every frame's noisy latent.
+        reference_latent: (batch, in_channels, h, w), the reference's clean latent; with
+        ``reference_concat`` it is concatenated to every frame's input channels (an image-to-video
+        shortcut beside reference-attention: aligned crops copy identity from the first steps).
         Returns (batch, frames, out_channels, h, w).
         """
         b, f = sample.shape[:2]
@@ -80,6 +85,11 @@ class EmoBackbone(ModelMixin, ConfigMixin, EmoUNetBase):
         x = sample
         if face_features is not None:
             x = x + face_features[:, None].to(x.dtype)
+        if self.config.reference_concat:
+            if reference_latent is None:
+                raise ValueError("this Backbone concatenates the reference latent: pass reference_latent")
+            ref = reference_latent[:, None].to(x.dtype).expand(b, f, *reference_latent.shape[1:])
+            x = torch.cat([x, ref], dim=2)
         io = UNetIO(
             num_frames=f,
             reference=reference_bank,

@@ -14,7 +14,7 @@ from avatar.errors import ConfigError
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "emo"
 
 SECTIONS: dict[str, set[str]] = {
-    "face": {"crop_size", "crop_scale", "feather"},
+    "face": {"crop_size", "crop_scale", "crop_shift", "feather", "composite"},
     "window": {
         "frames",
         "motion_frames",
@@ -46,6 +46,7 @@ SECTIONS: dict[str, set[str]] = {
         "norm_num_groups",
         "temporal_heads",
         "max_frames",
+        "reference_concat",
     },
     "speed_encoder": {"centers", "radii", "dim"},
     "face_locator": {"channels", "downsample_levels"},
@@ -142,6 +143,7 @@ class EmoConfig:
             "temporal_heads": int(self.unet["temporal_heads"]),
             "max_frames": int(self.unet["max_frames"]),
             "speed_dim": int(self.speed_encoder["dim"]),
+            "reference_concat": bool(self.unet.get("reference_concat", False)),
         }
 
 

@@ -7,6 +7,7 @@ trained on ``window.frames`` (12) frames per window, so servers should use ``Emo
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,16 @@ import torch
 from avatar.emo.audio_encoder import frame_segments
 from avatar.emo.config import EmoConfig, load_emo_config
 from avatar.emo.face_region import FaceRegion, composite, crop_face, face_region, locate_face
-from avatar.emo.pipeline import EmoPipeline, ReferenceState
+from avatar.emo.pipeline import EmoPipeline, ReferenceState, make_scheduler
 from avatar.engine import AudioWindow, Engine, EngineSession, Frame, PreparedAvatar
 from avatar.errors import ConfigError
+from avatar.parametric.motion import MotionGenerator
+from avatar.parametric.motion_types import FaceMotion
+from avatar.parametric.portrait import PortraitRig
+from avatar.parametric.renderer import PortraitRenderer
 
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "emo_demo"
+"""The shipped demonstrator (config ``demo``; model card in its README.md)."""
 UNTRAINED_HINT = (
     "train it for config {cfg} (docs/training.md) and pass the checkpoint with "
     "--set 'engine.options={{checkpoint: PATH}}', or use --engine parametric"
@@ -29,15 +36,19 @@ UNTRAINED_HINT = (
 
 @dataclass
 class EmoAvatarData:
-    """Per-portrait cache shared by sessions (read-only)."""
+    """Per-portrait cache shared by sessions (read-only). ``rig``: the parametric rig that adds head
+    motion and blinks around the generated region (``face.composite: parametric``), else None."""
 
     region: FaceRegion
     reference: ReferenceState
+    rig: PortraitRig | None = None
 
 
 class EmoEngine(Engine):
     """EMO engine. ``config``: name in configs/emo or a yaml path; ``checkpoint``: folder saved by
-    ``EmoPipeline.save_pretrained``. Refuses to start without trained weights unless ``allow_untrained``."""
+    ``EmoPipeline.save_pretrained`` (default for the ``demo`` config: the shipped demo checkpoint).
+    ``scheduler`` (lcm | tcd | ddim) and ``steps`` override the config's sampler (e.g. the teacher: ddim,
+    25). Refuses to start without trained weights unless ``allow_untrained``."""
 
     name = "emo"
 
@@ -46,16 +57,20 @@ class EmoEngine(Engine):
         fps: float = 25.0,
         size: int = 512,
         seed: int = 0,
-        config: str | Path | EmoConfig = "tiny",
+        config: str | Path | EmoConfig = "demo",
         checkpoint: str | Path | None = None,
         allow_untrained: bool = False,
         toy: bool = False,
         threads: int | None = None,
         pipeline: EmoPipeline | None = None,
+        scheduler: str | None = None,
+        steps: int | None = None,
     ) -> None:
         super().__init__(fps=fps, size=size)
         self.seed = int(seed)
         cfg = config if isinstance(config, EmoConfig) else load_emo_config(config, toy=toy)
+        if checkpoint is None and pipeline is None and cfg.name == "demo" and DEMO_CHECKPOINT.is_dir():
+            checkpoint = DEMO_CHECKPOINT
         if threads:
             torch.set_num_threads(int(threads))
         if pipeline is not None:
@@ -77,6 +92,13 @@ class EmoEngine(Engine):
                 + UNTRAINED_HINT.format(cfg=cfg.name)
             )
         self.config = self.pipeline.config
+        if scheduler is not None or steps is not None:
+            sampler = dict(self.config.sampler)
+            sampler.update({k: v for k, v in (("scheduler", scheduler), ("steps", steps)) if v is not None})
+            if sampler["scheduler"] not in ("lcm", "tcd", "ddim") or int(sampler["steps"]) < 1:
+                raise ConfigError("EMO sampler: scheduler must be lcm, tcd or ddim and steps at least 1")
+            self.config.sampler = {**sampler, "steps": int(sampler["steps"])}
+            self.pipeline.scheduler = make_scheduler(self.config.sampler)
         if self.config.face["crop_size"] > size:
             raise ConfigError(
                 f"output size {size} is smaller than the EMO face region {self.config.face['crop_size']}"
@@ -94,15 +116,23 @@ class EmoEngine(Engine):
         }
 
     def prepare(self, portrait: str | Path | np.ndarray, avatar_id: str | None = None) -> PreparedAvatar:
-        image, box, warnings = locate_face(portrait, self.size)
+        rig = locate_face(portrait, self.size)
+        image, box = rig.image, tuple(int(v) for v in rig.face_box)
         face = self.config.face
         region = face_region(
-            self.size, box, int(face["crop_size"]), float(face["crop_scale"]), float(face["feather"])
+            self.size,
+            box,
+            int(face["crop_size"]),
+            float(face["crop_scale"]),
+            float(face["feather"]),
+            float(face.get("crop_shift", 0.0)),
         )
         reference = self.pipeline.encode_reference(crop_face(image, region), region.face_mask)
         if avatar_id is None:
             avatar_id = Path(portrait).stem if isinstance(portrait, str | Path) else "portrait"
-        return PreparedAvatar(avatar_id, image, EmoAvatarData(region, reference), warnings)
+        animated = face.get("composite", "still") == "parametric"
+        data = EmoAvatarData(region, reference, rig if animated else None)
+        return PreparedAvatar(avatar_id, image, data, list(rig.warnings))
 
     def new_session(self, avatar: PreparedAvatar, seed: int = 0) -> EmoSession:
         if not isinstance(avatar.data, EmoAvatarData):
@@ -125,11 +155,23 @@ class EmoSession(EngineSession):
         self.max_chunk = int(self.pipe.config.unet["max_frames"]) - self.n_motion - self.crossfade
         self.history: dict[int, torch.Tensor] = {}
         self.last_timings: dict[str, float] = {}
+        self.motion: MotionGenerator | None = None
+        self.renderer: PortraitRenderer | None = None
+        self.head: dict[int, FaceMotion] = {}
+        if self.data.rig is not None:
+            self.motion = MotionGenerator(fps=engine.fps, seed=self.seed)
+            self.renderer = PortraitRenderer(self.data.rig)
 
     def process(self, window: AudioWindow) -> list[Frame]:
+        torch.set_flush_denormal(True)  # per thread: servers call this from their worker threads
         end = window.first_frame + window.num_frames
         frames: list[Frame] = []
         self.last_timings = {}
+        if self.motion is not None:
+            # head, eyes, brows and breathing from the parametric engine; the mouth is generated
+            rest_mouth = {"jaw_open": 0.0, "lip_width": 0.0, "lip_press": 0.0}
+            for i, m in enumerate(self.motion.process(window)):
+                self.head[window.emit_from + i] = dataclasses.replace(m, **rest_mouth)
         start = window.emit_from
         while start < end:
             stop = min(end, start + max(1, self.max_chunk))
@@ -182,6 +224,9 @@ class EmoSession(EngineSession):
             if index < start:
                 continue
             image = composite(self.avatar.image, out.images[j - k], self.data.region)
+            if self.renderer is not None:
+                motion = self.head.pop(index, FaceMotion())
+                image = self.renderer.render(motion, source=image, paint_mouth=False)
             result.append(
                 Frame(index=index, image=image, speaking=window.speech > 0.0, info={"engine": "emo"})
             )
@@ -193,6 +238,9 @@ class EmoSession(EngineSession):
 
     def interrupt(self) -> None:
         """Nothing queued: motion frames keep the next window continuous with what was shown."""
+        if self.motion is not None:
+            self.motion.interrupt()
 
     def close(self) -> None:
         self.history.clear()
+        self.head.clear()

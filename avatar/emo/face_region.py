@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from avatar.errors import PortraitError
+
+if TYPE_CHECKING:
+    from avatar.parametric.portrait import PortraitRig
 
 
 @dataclass(frozen=True)
@@ -27,10 +31,9 @@ class FaceRegion:
     blend: np.ndarray
 
 
-def locate_face(
-    portrait: str | Path | np.ndarray, size: int
-) -> tuple[np.ndarray, tuple[int, int, int, int], list]:
-    """Portrait at output framing (uint8 (size, size, 3)), face box (x0, y0, x1, y1) in it, warnings.
+def locate_face(portrait: str | Path | np.ndarray, size: int) -> PortraitRig:
+    """The portrait rigged at output framing: ``image`` uint8 (size, size, 3), ``face_box`` (x0, y0, x1,
+    y1) in it, ``warnings``, and the mesh the parametric renderer warps (``face.composite: parametric``).
 
     Uses ``avatar.parametric.portrait.prepare_portrait`` (MediaPipe face mesh). Raises ``PortraitError``.
     """
@@ -38,18 +41,24 @@ def locate_face(
         from avatar.parametric.portrait import prepare_portrait
     except ImportError as exc:  # pragma: no cover - the parametric engine ships with the project
         raise PortraitError(f"portrait analysis is unavailable: {exc}") from None
-    rig = prepare_portrait(portrait, size)
-    return rig.image, tuple(int(v) for v in rig.face_box), list(rig.warnings)
+    return prepare_portrait(portrait, size)
 
 
 def face_region(
-    image_size: int, face_box: tuple[int, int, int, int], crop_size: int, scale: float, feather: float
+    image_size: int,
+    face_box: tuple[int, int, int, int],
+    crop_size: int,
+    scale: float,
+    feather: float,
+    shift: float = 0.0,
 ) -> FaceRegion:
-    """Square window ``scale`` × the face box's longer side around its centre, kept inside the image."""
+    """Square window ``scale`` × the face box's longer side, centred ``shift`` × that side below the box
+    centre (as ``avatar.training.data.process_frames`` cuts training crops), kept inside the image."""
     x0, y0, x1, y1 = face_box
-    side = int(round(min(image_size, max(x1 - x0, y1 - y0) * scale)))
+    longer = max(x1 - x0, y1 - y0)
+    side = int(round(min(image_size, longer * scale)))
     side = max(side, 16)
-    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0 + shift * longer
     left = int(round(np.clip(cx - side / 2.0, 0, image_size - side)))
     top = int(round(np.clip(cy - side / 2.0, 0, image_size - side)))
     k = crop_size / side

@@ -7,6 +7,7 @@ so the same frame gets the same noise however the timeline is cut into windows.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -183,12 +184,19 @@ class EmoPipeline:
             module.eval()
         return self
 
-    def save_pretrained(self, directory: str | Path, training_steps: int | None = None) -> None:
-        """One diffusers folder per model (config.json + safetensors) and ``emo.json`` (config, steps)."""
+    def save_pretrained(
+        self, directory: str | Path, training_steps: int | None = None, half: bool = False
+    ) -> None:
+        """One diffusers folder per model (config.json + safetensors) and ``emo.json`` (config, steps).
+
+        ``half``: store float16 tensors (half the size; ``from_pretrained`` loads them into float32)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         for name, module in self.trainable_modules().items():
-            module.save_pretrained(directory / name)
+            if half:
+                copy.deepcopy(module).half().save_pretrained(directory / name)
+            else:
+                module.save_pretrained(directory / name)
         steps = self.training_steps if training_steps is None else training_steps
         meta = {
             "config_name": self.config.name,
@@ -361,7 +369,14 @@ class EmoPipeline:
                 x[:k] = ramp * renoised + (1 - ramp) * x[:k]
             model_in = self.scheduler.scale_model_input(x, t)
             pred = self.backbone(
-                model_in[None], t, tokens, reference.bank, motion, speed, reference.face_features
+                model_in[None],
+                t,
+                tokens,
+                reference.bank,
+                motion,
+                speed,
+                reference.face_features,
+                reference.latent.to(dtype),
             )[0]
             x = self._step(pred, t, x, n, timesteps, seed, frame_indices)
             lap("unet")
@@ -394,7 +409,7 @@ def _check_fit(saved: dict, config: EmoConfig, directory: Path) -> None:
         ours = getattr(config, section)
         theirs = saved.get(section, {})
         for key in sorted(set(ours) | set(theirs)):
-            if key in ("path", "crop_scale", "feather"):
+            if key in ("path", "crop_scale", "feather", "composite"):
                 continue
             a, b = ours.get(key), theirs.get(key)
             if (list(a) if isinstance(a, list | tuple) else a) != (

@@ -134,7 +134,7 @@ class StageLoss(nn.Module):
         noisy, target, t = self._noise(zt[:, None])
         m = int(self.pipe.config.window["audio_context"])
         tokens = torch.zeros(zt.shape[0], 1, 2 * m + 1, int(self.pipe.config.audio_projection["token_dim"]))
-        pred = self.parts["backbone"](noisy, t, tokens.to(zt), bank, None, None, face)
+        pred = self.parts["backbone"](noisy, t, tokens.to(zt), bank, None, None, face, zr)
         return nn.functional.mse_loss(pred.float(), target.float())
 
     # --- stage 2 / 3 ---
@@ -172,7 +172,7 @@ class StageLoss(nn.Module):
         )
         speed = self.parts["speed_encoder"](torch.stack([e.velocity for e in examples]).to(device).float())
         noisy, target, t = self._noise(zt)
-        pred = self.parts["backbone"](noisy, t, tokens, bank, motion, speed, face)
+        pred = self.parts["backbone"](noisy, t, tokens, bank, motion, speed, face, zr)
         return nn.functional.mse_loss(pred.float(), target.float())
 
 

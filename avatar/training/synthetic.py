@@ -122,7 +122,14 @@ def speech_pieces(paths: list[Path], max_seconds: float) -> list[tuple[str, np.n
 
 
 def render_clip(
-    engine, portrait: Path, audio: np.ndarray, aug: Augmentation, seed: int, crop_size: int, crop_scale: float
+    engine,
+    portrait: Path,
+    audio: np.ndarray,
+    aug: Augmentation,
+    seed: int,
+    crop_size: int,
+    crop_scale: float,
+    crop_shift: float = 0.0,
 ):
     """Parametric-engine frames of ``portrait`` speaking ``audio`` (rate-augmented) → ``ClipArrays``."""
     from avatar.render import render_frames
@@ -132,7 +139,7 @@ def render_clip(
     frames = (
         augment_frame(f.image, aug) for f in render_frames(engine, avatar, speech, seed=seed, watermark=False)
     )
-    clip = process_frames(frames, speech, engine.fps, crop_size, crop_scale)
+    clip = process_frames(frames, speech, engine.fps, crop_size, crop_scale, crop_shift=crop_shift)
     clip.frames = recolour(clip.frames, aug)
     return clip
 
@@ -151,6 +158,7 @@ def prepare_synthetic(
     augment: float = 1.0,
     fps: float = 25.0,
     progress: bool = True,
+    crop_shift: float = 0.0,
 ) -> dict:
     """Render ``clips`` synthetic clips (portrait × speech piece × augmentation, seeded) into ``out``.
 
@@ -191,7 +199,7 @@ def prepare_synthetic(
         if (clip_dir / CLIP_DONE).is_file() or portrait in bad_portraits:
             continue
         try:
-            clip = render_clip(engine, portrait, audio, aug, seed + i, crop_size, crop_scale)
+            clip = render_clip(engine, portrait, audio, aug, seed + i, crop_size, crop_scale, crop_shift)
         except AvatarError as exc:
             bad_portraits.add(portrait)
             skipped.append({"source": source, "reason": str(exc).splitlines()[0]})
