@@ -39,4 +39,12 @@ $PY -m avatar train "${common[@]}" --stage 2 --out "$RUN/stage2" --init "$RUN/st
 $PY -m avatar train "${common[@]}" --stage 3 --out "$RUN/stage3" --init "$RUN/stage2" --steps "$(steps 200)"
 $PY -m avatar distill "${common[@]}" --teacher "$RUN/stage3" --out "$RUN/distill" --steps-student 2 \
     --steps "$(steps 300)"
-echo "demo done: $RUN (loss.png and samples*.png in each stage folder; student in $RUN/distill/checkpoint)"
+# float16 copy of the student, the form shipped in avatar/assets/emo_demo/ (with its model card README.md)
+$PY - "$RUN/distill/checkpoint" "$RUN/export" <<'PY'
+import sys
+from avatar.emo.config import load_emo_config
+from avatar.emo.pipeline import EmoPipeline
+pipe = EmoPipeline.from_pretrained(sys.argv[1], load_emo_config("demo"))
+pipe.save_pretrained(sys.argv[2], half=True)
+PY
+echo "demo done: $RUN (loss.png and samples*.png per stage; student $RUN/distill/checkpoint, float16 $RUN/export)"
