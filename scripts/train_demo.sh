@@ -4,8 +4,8 @@
 # talking clips → stages 0..3 → 2-step LCM student. Held out of training for the report: the portraits
 # pearl_earring and photo_woman_outdoor, and Italian (speech/italian1.wav and the espeak "it" line).
 # Usage: scripts/train_demo.sh [RUN_DIR] [SCALE]   SCALE multiplies every step count (1 ≈ 85 min on one core).
-# Environment: MEDIA (default ../shared/media), THREADS (default 1: torch.set_flush_denormal reaches only the
-# main thread, and denormal floats made 2-thread CPU training 10x slower after ~100 steps), CLIPS (default 80).
+# Environment: MEDIA (default ../shared/media), THREADS (default 1: with 2, training slowed 10-40x whenever
+# another process used the second core), CLIPS (default 80).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-runs/demo}

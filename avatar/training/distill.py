@@ -23,7 +23,7 @@ from avatar.training.dataset import ClipDataset
 from avatar.training.losses import fetch_batch, mel_audio_features, training_scheduler
 from avatar.training.plots import plot_loss, save_grid
 from avatar.training.settings import TrainSettings
-from avatar.training.trainer import load_pipeline, optimizer_step, pick_device, sample_rows
+from avatar.training.trainer import load_pipeline, pick_device, sample_rows
 
 
 class Distiller:
@@ -48,7 +48,7 @@ class Distiller:
         self.steps_student = steps_student
         self.device = pick_device(device)
         if self.device.type == "cpu":
-            torch.set_flush_denormal(True)  # see avatar.training.trainer.optimizer_step
+            torch.set_flush_denormal(True)  # denormal floats are slow on CPUs (this thread only)
         cfg = settings.model
         self.data = data if isinstance(data, ClipDataset) else ClipDataset(data, int(cfg.face["crop_size"]))
         self.teacher = teacher if isinstance(teacher, EmoPipeline) else load_pipeline(settings, teacher)
@@ -153,7 +153,7 @@ class Distiller:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.student.parameters(), 1.0)
-        optimizer_step(self.optimizer, self.device)
+        self.optimizer.step()
         self.step += 1
         with torch.no_grad():
             d = float(self.options["ema_decay"])

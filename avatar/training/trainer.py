@@ -48,24 +48,6 @@ def load_pipeline(settings: TrainSettings, init: str | Path | None) -> EmoPipeli
     return EmoPipeline.from_pretrained(init, settings.model)
 
 
-def optimizer_step(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
-    """``optimizer.step()``; on the CPU in the calling thread only.
-
-    Adam's second moments of small gradients decay into denormal floats, which make CPU arithmetic
-    10-100x slower; ``torch.set_flush_denormal`` only reaches the thread that calls it, not the
-    intra-op worker threads, so the update runs single-threaded (a few ms for this project's models).
-    """
-    if device.type != "cpu":
-        optimizer.step()
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
-
-
 class EMA:
     """Exponential moving average of the trainable parameters (decay warms up: min(d, (1+s)/(10+s)))."""
 
@@ -112,7 +94,7 @@ class StageTrainer:
             torch.distributed.init_process_group(backend)
         self.device = pick_device(device)
         if self.device.type == "cpu":
-            torch.set_flush_denormal(True)  # see optimizer_step
+            torch.set_flush_denormal(True)  # denormal floats are slow on CPUs (this thread only)
         cfg = settings.model
         self.data = data if isinstance(data, ClipDataset) else ClipDataset(data, int(cfg.face["crop_size"]))
         state_path = self.out / STATE_FILE
@@ -209,7 +191,7 @@ class StageTrainer:
         loss.backward()
         if self.settings.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.settings.grad_clip)
-        optimizer_step(self.optimizer, self.device)
+        self.optimizer.step()
         self.step += 1
         self.ema.update(self.params, self.step)
         return float(loss.detach())
