@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import fractions
 import json
 import sys
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -34,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.stream_benchmark import DEFAULT_AUDIO, STALL_S, exchange_offer, start_server  # noqa: E402
+from tests.paced_audio import PacedAudioTrack  # noqa: E402
 
 RTP_WRAP = 2**32
 
@@ -64,31 +63,6 @@ def speech_clip(path: str | None) -> np.ndarray:
         audio = load_audio(wav) if wav is not None else vowel_bursts(4.0, 16000)
     audio = audio[: 16000 * 20]
     return np.concatenate([audio, np.zeros(32000, np.float32)]).astype(np.float32)
-
-
-class LoopingAudioTrack(MediaStreamTrack):
-    """Sends ``clip`` over and over in real-time 20 ms frames (pts keeps counting)."""
-
-    kind = "audio"
-
-    def __init__(self, clip: np.ndarray) -> None:
-        super().__init__()
-        self.pcm = (np.clip(clip, -1, 1) * 32767).astype(np.int16)
-        self.k = 0
-        self.t0: float | None = None
-
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self.t0 is None:
-            self.t0 = time.monotonic()
-        await asyncio.sleep(max(0.0, self.t0 + self.k * 0.02 - time.monotonic()))
-        start = (self.k * 320) % (len(self.pcm) - 320)
-        chunk = self.pcm[start : start + 320]
-        frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate, frame.pts, frame.time_base = 16000, self.k * 320, fractions.Fraction(1, 16000)
-        self.k += 1
-        return frame
 
 
 class FrameCounter:
@@ -125,7 +99,7 @@ class FrameCounter:
 async def soak(ws_url: str, seconds: float, clip: np.ndarray, server_pid: int | None,
                sample_s: float = 60.0) -> dict:
     pc = RTCPeerConnection()
-    pc.addTrack(LoopingAudioTrack(clip))
+    pc.addTrack(PacedAudioTrack(clip, loop=True))
     pc.addTransceiver("video", direction="recvonly")
     counter = FrameCounter()
     tasks: list[asyncio.Task] = []

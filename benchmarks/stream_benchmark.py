@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import fractions
 import json
 import socket
 import subprocess
@@ -23,7 +22,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -34,42 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from avatar.audio.io import load_audio  # noqa: E402
+from tests.paced_audio import PacedAudioTrack  # noqa: E402
 
 DEFAULT_AUDIO = ROOT.parent / "shared" / "media" / "speech" / "english_radio.wav"
 STALL_S = 0.2
 TARGETS = {"fps": 24.0, "stalls": 1, "first_frame_s": 3.0, "mouth_to_photon_ms": 350.0}
-
-
-class TimedAudioTrack(MediaStreamTrack):
-    """Sends 16 kHz mono audio in real-time 20 ms frames and records when each chunk was handed over."""
-
-    kind = "audio"
-
-    def __init__(self, audio: np.ndarray) -> None:
-        super().__init__()
-        self.pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
-        self.chunks = len(self.pcm) // 320
-        self.sent: list[tuple[float, float]] = []  # (wall time, rms of the chunk)
-        self._k = 0
-        self._t0: float | None = None
-
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._t0 is None:
-            self._t0 = time.monotonic()
-        await asyncio.sleep(max(0.0, self._t0 + self._k * 0.02 - time.monotonic()))
-        chunk = self.pcm[self._k * 320 : (self._k + 1) * 320]
-        chunk = np.pad(chunk, (0, 320 - len(chunk)))
-        self.sent.append((time.monotonic(), float(np.sqrt(np.mean((chunk / 32768.0) ** 2)))))
-        frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate, frame.pts, frame.time_base = 16000, self._k * 320, fractions.Fraction(1, 16000)
-        self._k += 1
-        return frame
-
-    @property
-    def done(self) -> bool:
-        return self._k >= self.chunks
 
 
 class VideoRecorder:
@@ -145,7 +112,7 @@ async def exchange_offer(ws, pc: RTCPeerConnection, message: dict) -> dict:
 
 async def stream(ws_url: str, audio: np.ndarray, avatar: str | None, tail_s: float) -> dict:
     pc = RTCPeerConnection()
-    track = TimedAudioTrack(audio)
+    track = PacedAudioTrack(audio)
     recorder = VideoRecorder()
     tasks: list[asyncio.Task] = []
     pc.addTrack(track)

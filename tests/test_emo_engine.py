@@ -121,8 +121,9 @@ def test_sampler_override_and_bad_sampler(checkpoint):
     )
     assert type(engine.pipeline.scheduler).__name__ == "DDIMScheduler"
     assert engine.config.sampler["steps"] == 3
-    with pytest.raises(ConfigError, match="scheduler must be"):
-        EmoEngine(size=128, config=micro_config(), checkpoint=root / "trained", scheduler="euler")
+    for bad in ({"scheduler": "euler"}, {"steps": "two"}, {"steps": 0}):
+        with pytest.raises(ConfigError, match="scheduler must be"):
+            EmoEngine(size=128, config=micro_config(), checkpoint=root / "trained", **bad)
 
 
 def test_mouth_region_with_parametric_head_motion():

@@ -24,7 +24,7 @@ from server.app import App
 from server.signalling import PushAudio, Say, SignallingError, parse_message
 from server.speech_input import RateLimiter, SpeechQueue, decode_pushed_audio, resolve_voice
 from tests.media import vowel_bursts
-from tests.test_server_stream import ArrayAudioTrack
+from tests.paced_audio import PacedAudioTrack
 
 SIZE = 256
 
@@ -139,7 +139,7 @@ class SpeakClient:
         self.events: list[dict] = []
         self.tasks: list[asyncio.Task] = []
         if mic is not None:
-            self.pc.addTrack(ArrayAudioTrack(mic))
+            self.pc.addTrack(PacedAudioTrack(mic))
         else:
             self.pc.addTransceiver("audio", direction="recvonly")
         self.pc.addTransceiver("video", direction="recvonly")

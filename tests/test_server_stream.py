@@ -6,7 +6,6 @@ Uses the real parametric engine when it is importable, else the box test double.
 from __future__ import annotations
 
 import asyncio
-import fractions
 import json
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ import av
 import numpy as np
 import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
 from websockets.asyncio.client import connect
 
 from avatar.audio.io import load_audio
@@ -23,33 +22,9 @@ from avatar.engines import create_engine
 from avatar.errors import ConfigError
 from server.app import App
 from tests.media import espeak_wav, vowel_bursts
+from tests.paced_audio import PacedAudioTrack
 
 pytestmark = pytest.mark.slow
-
-
-class ArrayAudioTrack(MediaStreamTrack):
-    """Plays 16 kHz mono float audio in real time as 20 ms s16 frames, then silence."""
-
-    kind = "audio"
-
-    def __init__(self, audio: np.ndarray) -> None:
-        super().__init__()
-        self.pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
-        self.k = 0
-        self.t0: float | None = None
-
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self.t0 is None:
-            self.t0 = time.monotonic()
-        await asyncio.sleep(max(0.0, self.t0 + self.k * 0.02 - time.monotonic()))
-        chunk = self.pcm[self.k * 320 : (self.k + 1) * 320]
-        chunk = np.pad(chunk, (0, 320 - len(chunk)))
-        frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate, frame.pts, frame.time_base = 16000, self.k * 320, fractions.Fraction(1, 16000)
-        self.k += 1
-        return frame
 
 
 def _speech(tmp_path: Path) -> np.ndarray:
@@ -74,7 +49,7 @@ class Client:
         self.audio_frames: list[av.AudioFrame] = []
         self.tasks: list[asyncio.Task] = []
         if audio is not None:
-            self.pc.addTrack(ArrayAudioTrack(audio))
+            self.pc.addTrack(PacedAudioTrack(audio))
         self.pc.addTransceiver("video", direction="recvonly")
         self.pc.on("track", self._on_track)
 

@@ -95,9 +95,11 @@ class EmoEngine(Engine):
         if scheduler is not None or steps is not None:
             sampler = dict(self.config.sampler)
             sampler.update({k: v for k, v in (("scheduler", scheduler), ("steps", steps)) if v is not None})
-            if sampler["scheduler"] not in ("lcm", "tcd", "ddim") or int(sampler["steps"]) < 1:
-                raise ConfigError("EMO sampler: scheduler must be lcm, tcd or ddim and steps at least 1")
-            self.config.sampler = {**sampler, "steps": int(sampler["steps"])}
+            if sampler["scheduler"] not in ("lcm", "tcd", "ddim") or not (
+                isinstance(sampler["steps"], int) and sampler["steps"] >= 1
+            ):
+                raise ConfigError("EMO sampler: scheduler must be lcm, tcd or ddim and steps an integer ≥ 1")
+            self.config.sampler = sampler
             self.pipeline.scheduler = make_scheduler(self.config.sampler)
         if self.config.face["crop_size"] > size:
             raise ConfigError(

@@ -23,7 +23,7 @@ from avatar.training.dataset import ClipDataset
 from avatar.training.losses import fetch_batch, mel_audio_features, training_scheduler
 from avatar.training.plots import plot_loss, save_grid
 from avatar.training.settings import TrainSettings
-from avatar.training.trainer import load_pipeline, pick_device, sample_rows
+from avatar.training.trainer import load_pipeline, pick_device, run_summary, sample_rows
 
 
 class Distiller:
@@ -192,13 +192,7 @@ class Distiller:
         ckpt = self.save()
         plot_loss(log, self.out / "loss.png", f"LCM distillation ({self.steps_student}-step student)")
         self.sample_grid()
-        return {
-            "checkpoint": str(ckpt),
-            "steps": self.step,
-            "seconds": seconds,
-            "first_loss": losses[0] if losses else None,
-            "last_loss": losses[-1] if losses else None,
-        }
+        return run_summary(ckpt, self.step, seconds, losses)
 
     @torch.no_grad()
     def sample_grid(self) -> Path:

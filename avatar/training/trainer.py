@@ -48,6 +48,17 @@ def load_pipeline(settings: TrainSettings, init: str | Path | None) -> EmoPipeli
     return EmoPipeline.from_pretrained(init, settings.model)
 
 
+def run_summary(checkpoint: Path, steps: int, seconds: float, losses: list[float]) -> dict:
+    """What ``run`` returns (and the commands print as JSON): checkpoint, steps, seconds, first/last loss."""
+    return {
+        "checkpoint": str(checkpoint),
+        "steps": steps,
+        "seconds": seconds,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+    }
+
+
 class EMA:
     """Exponential moving average of the trainable parameters (decay warms up: min(d, (1+s)/(10+s)))."""
 
@@ -234,13 +245,7 @@ class StageTrainer:
         if self.rank == 0:
             plot_loss(log, self.out / "loss.png", f"stage {self.stage} ({STAGE_NAMES[self.stage]})")
             self.sample_grid()
-        return {
-            "checkpoint": str(ckpt),
-            "steps": self.step,
-            "seconds": seconds,
-            "first_loss": losses[0] if losses else None,
-            "last_loss": losses[-1] if losses else None,
-        }
+        return run_summary(ckpt, self.step, seconds, losses)
 
     # --- samples ---
     @torch.no_grad()
