@@ -391,6 +391,12 @@ def test_engine_case_end_to_end_and_report_files(tmp_path, embedder):
     assert saved_case["sync_r"] == pytest.approx(metrics["sync_r"])
     assert document["sources"]["mouth"]["summary"]["cases_ok"] == 1
 
+    again = evaluate({"mouth": engine}, [case], settings, embedder=embedder)[1].metrics
+    timing = ("ms_per_frame", "real_time_factor", "prepare_s", "render_s")
+    assert {k: v for k, v in again.items() if k not in timing} == {
+        k: v for k, v in metrics.items() if k not in timing
+    }  # repeatable: the watermark's payload comes from the seed
+
     failed = evaluate({"mouth": engine}, [Case("bad", tmp_path / "missing.png", audio)], settings)
     assert failed[0].error and "\n" not in failed[0].error
     write_report(results + failed, settings, tmp_path / "run2", compare=tmp_path / "run1" / "results.json")

@@ -107,10 +107,12 @@ def _timed(frames: Iterator[Frame]) -> tuple[Iterator[Frame], list[float]]:
 
 
 def render_frames(engine: Engine, avatar: PreparedAvatar, audio: np.ndarray, seed: int) -> Iterator[Frame]:
-    """Frames of ``engine`` for ``audio`` driven exactly as the offline renderer drives it."""
+    """Frames of ``engine`` for ``audio`` driven exactly as the offline renderer drives it, watermark
+    included; its payload comes from ``seed`` (not a fresh random one), so a run is repeatable."""
+    from avatar.provenance.payload import Payload
     from avatar.render import render_frames as drive
 
-    return drive(engine, avatar, audio, seed=seed)
+    return drive(engine, avatar, audio, seed=seed, payload=Payload(session_id=seed % (1 << 24), minutes=0))
 
 
 def measure_engine_case(
