@@ -2,8 +2,8 @@
 measured by the evaluation harness (lip sync, identity, stability, ms per frame); the parametric engine
 runs on the same cases for reference.
 
-.venv/bin/python benchmarks/emo_demo_report.py --teacher runs/demo/stage3 --student runs/demo/distill \
-    --out docs/emo_demo --max-seconds 10
+.venv/bin/python benchmarks/emo_demo_report.py --teacher runs/demo/guided --student runs/demo/distill \
+    --out docs/emo_demo --max-seconds 8 --teacher-guidance 5
 
 Held-out cases (``scripts/train_demo.sh`` keeps these portraits and Italian out of training):
 italian1 @ pearl_earring and @ photo_woman_outdoor (portrait and language unseen), english_radio @
@@ -55,8 +55,13 @@ def held_out_cases(media: Path) -> list[Case]:
     ]
 
 
-def engines(teacher: Path, student: Path, fps: float, size: int, seed: int) -> dict:
-    out = {"teacher ddim 25": EmoEngine(fps, size, seed, checkpoint=teacher, scheduler="ddim", steps=25)}
+def engines(teacher: Path, student: Path, fps: float, size: int, seed: int, guidance: float = 1.0) -> dict:
+    label = "teacher ddim 25" + (f" w{guidance:g}" if guidance != 1.0 else "")
+    out = {
+        label: EmoEngine(
+            fps, size, seed, checkpoint=teacher, scheduler="ddim", steps=25, audio_guidance=guidance
+        )
+    }
     for steps in (1, 2, 4):
         out[f"student lcm {steps}"] = EmoEngine(
             fps, size, seed, checkpoint=student, scheduler="lcm", steps=steps
@@ -90,6 +95,12 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--teacher-guidance",
+        type=float,
+        default=1.0,
+        help="the teacher's audio classifier-free guidance (the distillation's audio_guidance)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     media = Path(args.media) if args.media else find_shared_dir()
@@ -102,7 +113,9 @@ def main() -> int:
         return p / "checkpoint" if (p / "checkpoint").is_dir() else p
 
     settings = Settings(fps=25.0, size=512, seed=args.seed, max_seconds=args.max_seconds)
-    pool = engines(checkpoint(args.teacher), checkpoint(args.student), 25.0, 512, args.seed)
+    pool = engines(
+        checkpoint(args.teacher), checkpoint(args.student), 25.0, 512, args.seed, args.teacher_guidance
+    )
 
     def progress(result: CaseResult) -> None:
         m = result.metrics

@@ -121,8 +121,14 @@ def test_sampler_override_and_bad_sampler(checkpoint):
     )
     assert type(engine.pipeline.scheduler).__name__ == "DDIMScheduler"
     assert engine.config.sampler["steps"] == 3
-    for bad in ({"scheduler": "euler"}, {"steps": "two"}, {"steps": 0}):
-        with pytest.raises(ConfigError, match="scheduler must be"):
+    bad_options = [
+        ("sampler.scheduler", {"scheduler": "euler"}),
+        ("sampler.steps", {"steps": 0}),
+        ("sampler.steps", {"steps": "two"}),
+        ("sampler.audio_guidance", {"audio_guidance": 0.5}),
+    ]
+    for key, bad in bad_options:
+        with pytest.raises(ConfigError, match=key):
             EmoEngine(size=128, config=micro_config(), checkpoint=root / "trained", **bad)
 
 

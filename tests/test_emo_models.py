@@ -8,7 +8,7 @@ import torch
 
 from avatar.emo.audio_encoder import AudioProjection, MelAudioEncoder, Wav2Vec2AudioEncoder
 from avatar.emo.backbone import EmoBackbone
-from avatar.emo.pipeline import EmoPipeline, ReferenceState
+from avatar.emo.pipeline import EmoPipeline, ReferenceState, make_scheduler
 from avatar.emo.reference_net import ReferenceNet
 from avatar.emo.speed_encoder import SpeedEncoder
 from avatar.emo.testing import drawn_face, make_pipeline, micro_config, randomize_zero_layers, speech_like
@@ -204,6 +204,35 @@ def test_motion_frames_change_the_output(pipe, reference):
     ).latents
     assert torch.equal(a, again)
     assert (a - b).abs().max() > 1e-4
+
+
+def test_audio_guidance_extrapolates_from_the_silent_prediction(pipe, reference):
+    """One LCM step returns x̂0, linear in the Backbone output, so with guidance w the window's latents
+    are silent + w·(voiced − silent): w = 3 lies twice as far beyond w = 1 as w = 1 lies beyond silence."""
+    tokens = _tokens(pipe, speech_like(1.0))
+    sampler = dict(pipe.config.sampler)
+
+    def window(audio_tokens, guidance):
+        pipe.config.sampler = {**sampler, "scheduler": "lcm", "audio_guidance": guidance}
+        pipe.scheduler = make_scheduler(pipe.config.sampler)
+        try:
+            return pipe(
+                reference,
+                audio_tokens,
+                list(range(6)),
+                None,
+                seed=0,
+                num_inference_steps=1,
+                output_type="latent",
+            ).latents
+        finally:
+            pipe.config.sampler = sampler
+            pipe.scheduler = make_scheduler(sampler)
+
+    silent, voiced, guided = window(torch.zeros_like(tokens), 1.0), window(tokens, 1.0), window(tokens, 3.0)
+    assert (voiced - silent).abs().max() > 1e-3
+    torch.testing.assert_close(guided - voiced, 2 * (voiced - silent), atol=1e-4, rtol=1e-3)
+    assert torch.equal(window(torch.zeros_like(tokens), 3.0), silent)
 
 
 def test_seed_determinism_and_variation():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -117,6 +118,83 @@ def test_distillation_step_changes_student(settings, clip_data, tmp_path):
     ckpt = distiller.save()
     assert json.loads((tmp_path / "d" / "distill.json").read_text())["steps_student"] == 2
     assert json.loads((ckpt / "emo.json").read_text())["training_steps"] == 2
+
+    more = Distiller(settings, teacher, clip_data, tmp_path / "d2", steps_student=2, student=tmp_path / "d")
+    assert more.step == 1  # continues the earlier student and its step count
+    pairs = zip(more.student.parameters(), distiller.student.parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    more.train_step()
+    assert json.loads((more.save() / "emo.json").read_text())["training_steps"] == 3
+
+
+def test_audio_drop_hides_the_audio_from_the_video_loss(settings, clip_data, tmp_path):
+    """audio_drop 1: every window trains with zeroed audio tokens (the silent branch guidance needs), so
+    the loss no longer depends on the audio; with audio_drop 0 it does."""
+    import dataclasses
+
+    settings = copy.deepcopy(settings)
+
+    from avatar.emo.testing import randomize_zero_layers
+
+    def loss_pair(drop: float) -> tuple[float, float]:
+        settings.stages[2] = {**settings.stages.get(2, {}), "audio_drop": drop}
+        trainer = StageTrainer(settings, 2, clip_data, tmp_path / f"drop{drop}")
+        randomize_zero_layers(trainer.pipe)  # fresh audio attention is zero: make the audio matter
+        batch = trainer._batch()
+        louder = [dataclasses.replace(e, audio=e.audio * 4.0 + 0.05) for e in batch]
+        out = []
+        for examples in (batch, louder):
+            trainer.loss_fn.seed(1)
+            out.append(float(trainer.loss_fn(examples)))
+        return out[0], out[1]
+
+    quiet, loud = loss_pair(1.0)
+    assert quiet == loud
+    quiet, loud = loss_pair(0.0)
+    assert quiet != loud
+
+
+def test_distillation_with_audio_guidance(settings, clip_data, tmp_path):
+    """A guided teacher gives other consistency targets; the student then samples that ODE unguided."""
+    from avatar.emo.testing import randomize_zero_layers
+    from avatar.training.distill import Distiller
+    from avatar.training.losses import fetch_batch
+    from avatar.training.trainer import load_pipeline
+
+    settings = copy.deepcopy(settings)
+    ckpt = StageTrainer(settings, 2, clip_data, tmp_path / "t").run(1, progress=False)["checkpoint"]
+    teacher = load_pipeline(settings, ckpt)
+    randomize_zero_layers(teacher)  # fresh audio attention is zero: make the audio matter
+    losses = {}
+    for w in (1.0, 3.0):
+        settings.distill = {**settings.distill, "audio_guidance": w}
+        distiller = Distiller(settings, teacher, clip_data, tmp_path / f"d{w}", steps_student=2)
+        examples = fetch_batch(distiller.data, 2, 2, np.random.default_rng(0), teacher.config.window)
+        losses[w] = float(distiller.loss(examples))
+    assert np.isfinite(losses[3.0]) and losses[3.0] != losses[1.0]
+    assert distiller.student_pipeline().config.sampler["audio_guidance"] == 1.0
+    distiller.save()
+    assert json.loads((tmp_path / "d3.0" / "distill.json").read_text())["teacher_audio_guidance"] == 3.0
+
+
+def test_set_overrides_one_stage_or_distill_and_refuses_bad_pairs(settings, clip_data, tmp_path, capsys):
+    from avatar.__main__ import main
+    from avatar.training.settings import override_options
+
+    settings = copy.deepcopy(settings)
+    override_options(settings, 2, ["audio_drop=0.15", "lr = 2e-4"])
+    override_options(settings, "distill", ["audio_guidance=3"])
+    assert settings.stage(2)["audio_drop"] == 0.15 and settings.stage(2)["lr"] == 2e-4
+    assert settings.stage(3)["audio_drop"] == 0.0
+    assert settings.distill_options()["audio_guidance"] == 3
+    bad_pairs = (("audio_guidance=3", "KEY one of"), ("audio_drop", "KEY=VALUE"), ("lr=fast", "number"))
+    for bad, message in bad_pairs:
+        with pytest.raises(ConfigError, match=message):
+            override_options(settings, 2, [bad])
+    code = main(["train", "--stage", "2", "--data", str(clip_data), "--out", str(tmp_path / "x"),
+                 "--init", str(tmp_path), "--set", "audio_drop=[1]"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "audio_drop" in err
 
 
 def test_data_crop_size_mismatch_is_one_line_error(clip_data):

@@ -16,17 +16,27 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one option of this stage (or of distill), e.g. audio_drop=0.15; repeatable",
+    )
 
 
-def load_settings(args: argparse.Namespace):
-    """Apply ``--threads`` and read the training config (``--model`` overrides its model)."""
+def load_settings(args: argparse.Namespace, section: int | str):
+    """Apply ``--threads``, read the training config (``--model`` overrides its model) and apply the
+    ``--set`` overrides to ``section`` (a stage number or "distill")."""
     import torch
 
-    from avatar.training.settings import load_train_settings
+    from avatar.training.settings import load_train_settings, override_options
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    return load_train_settings(args.config, model=args.model)
+    settings = load_train_settings(args.config, model=args.model)
+    override_options(settings, section, args.set)
+    return settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.stage > 0 and not args.init and not args.resume:
         raise ConfigError(f"stage {args.stage} needs --init (the previous stage's output) or --resume")
-    settings = load_settings(args)
+    settings = load_settings(args, args.stage)
     trainer = StageTrainer(
         settings, args.stage, args.data, args.out, init=args.init, resume=args.resume, device=args.device
     )

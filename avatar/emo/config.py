@@ -23,7 +23,7 @@ SECTIONS: dict[str, set[str]] = {
         "motion_noise_std",
         "crossfade_frames",
     },
-    "sampler": {"scheduler", "steps", "prediction_type", "num_train_timesteps"},
+    "sampler": {"scheduler", "steps", "prediction_type", "num_train_timesteps", "audio_guidance"},
     "speed": {"mode", "velocity", "audio_gain"},
     "autoencoder": {
         "kind",
@@ -113,6 +113,12 @@ class EmoConfig:
             )
         if self.sampler["scheduler"] not in ("lcm", "tcd", "ddim"):
             raise ConfigError(f"EMO config {self.name}: sampler.scheduler must be lcm, tcd or ddim")
+        steps = self.sampler["steps"]
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"EMO config {self.name}: sampler.steps must be an integer ≥ 1")
+        guidance = self.sampler.get("audio_guidance", 1.0)
+        if isinstance(guidance, bool) or not isinstance(guidance, int | float) or not 1.0 <= guidance <= 20.0:
+            raise ConfigError(f"EMO config {self.name}: sampler.audio_guidance must be a number in [1, 20]")
         if self.autoencoder["kind"] not in ("tiny", "sd_vae"):
             raise ConfigError(f"EMO config {self.name}: autoencoder.kind must be tiny or sd_vae")
         if self.audio_encoder["kind"] not in ("mel", "wav2vec2"):

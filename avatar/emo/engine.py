@@ -48,7 +48,8 @@ class EmoEngine(Engine):
     """EMO engine. ``config``: name in configs/emo or a yaml path; ``checkpoint``: folder saved by
     ``EmoPipeline.save_pretrained`` (default for the ``demo`` config: the shipped demo checkpoint).
     ``scheduler`` (lcm | tcd | ddim) and ``steps`` override the config's sampler (e.g. the teacher: ddim,
-    25). Refuses to start without trained weights unless ``allow_untrained``."""
+    25), ``audio_guidance`` its audio classifier-free guidance (teachers trained with audio drop).
+    Refuses to start without trained weights unless ``allow_untrained``."""
 
     name = "emo"
 
@@ -65,6 +66,7 @@ class EmoEngine(Engine):
         pipeline: EmoPipeline | None = None,
         scheduler: str | None = None,
         steps: int | None = None,
+        audio_guidance: float | None = None,
     ) -> None:
         super().__init__(fps=fps, size=size)
         self.seed = int(seed)
@@ -92,14 +94,11 @@ class EmoEngine(Engine):
                 + UNTRAINED_HINT.format(cfg=cfg.name)
             )
         self.config = self.pipeline.config
-        if scheduler is not None or steps is not None:
-            sampler = dict(self.config.sampler)
-            sampler.update({k: v for k, v in (("scheduler", scheduler), ("steps", steps)) if v is not None})
-            if sampler["scheduler"] not in ("lcm", "tcd", "ddim") or not (
-                isinstance(sampler["steps"], int) and sampler["steps"] >= 1
-            ):
-                raise ConfigError("EMO sampler: scheduler must be lcm, tcd or ddim and steps an integer ≥ 1")
-            self.config.sampler = sampler
+        overrides = {"scheduler": scheduler, "steps": steps, "audio_guidance": audio_guidance}
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if overrides:
+            self.config.sampler = {**self.config.sampler, **overrides}
+            self.config.validate()
             self.pipeline.scheduler = make_scheduler(self.config.sampler)
         if self.config.face["crop_size"] > size:
             raise ConfigError(

@@ -354,8 +354,9 @@ class EmoPipeline:
         ramp = torch.linspace(1.0, 0.0, k + 2)[1:-1].view(-1, 1, 1, 1) if k else None
         lap("prepare")
 
-        # 6. denoising loop
+        # 6. denoising loop (audio classifier-free guidance: a second, silent pass per step when > 1)
         tokens = audio_tokens[None].to(dtype)
+        guidance = float(self.config.sampler.get("audio_guidance", 1.0))
         for n, t in enumerate(timesteps):
             if k:  # same per-frame noise as the trajectory at this step (see _step)
                 step_noise = (
@@ -368,16 +369,7 @@ class EmoPipeline:
                 renoised = self.scheduler.add_noise(pinned_latents.to(dtype), step_noise, t.reshape(1))
                 x[:k] = ramp * renoised + (1 - ramp) * x[:k]
             model_in = self.scheduler.scale_model_input(x, t)
-            pred = self.backbone(
-                model_in[None],
-                t,
-                tokens,
-                reference.bank,
-                motion,
-                speed,
-                reference.face_features,
-                reference.latent.to(dtype),
-            )[0]
+            pred = self._predict(model_in, t, tokens, reference, motion, speed, guidance)
             x = self._step(pred, t, x, n, timesteps, seed, frame_indices)
             lap("unet")
 
@@ -388,6 +380,28 @@ class EmoPipeline:
             images = ((decoded.permute(0, 2, 3, 1) + 1.0) * 127.5).round().clamp(0, 255).byte().numpy()
             lap("decode")
         return EmoPipelineOutput(latents=x, images=images)
+
+    def _predict(self, x, t, tokens, reference, motion, speed, guidance: float) -> torch.Tensor:
+        """Backbone output (F, C, h, w) for latents x (F, C, h, w); with ``guidance`` w > 1 it is
+        silent + w · (voiced − silent), the silent pass seeing all-zero audio tokens (audio drop)."""
+
+        def run(audio: torch.Tensor) -> torch.Tensor:
+            return self.backbone(
+                x[None],
+                t,
+                audio,
+                reference.bank,
+                motion,
+                speed,
+                reference.face_features,
+                reference.latent.to(x.dtype),
+            )[0]
+
+        voiced = run(tokens)
+        if guidance == 1.0:
+            return voiced
+        silent = run(torch.zeros_like(tokens))
+        return silent + guidance * (voiced - silent)
 
     def _step(self, pred, t, x, n, timesteps, seed, frame_indices) -> torch.Tensor:
         """One scheduler step; LCM's re-noising uses per-frame noise (window-independent)."""

@@ -4,13 +4,16 @@ Per step: a clean window latent z0 is noised to x_t at a teacher-grid timestep t
 teacher_steps; half the draws use the student's own 1/2/4-step trailing timesteps); one teacher DDIM step
 gives x_{t−k}; the consistency function f(x, t) = c_skip(t)·x + c_out(t)·x̂0(x, t) (LCMScheduler's
 boundary scalings, x̂0 from the v-prediction) of the student at (x_t, t) is pulled (pseudo-Huber) towards
-that of the EMA target network at (x_{t−k}, t−k). Conditioning (reference bank, motion frames, audio,
-speed, face locator) comes from the frozen teacher. The student is sampled with ``LCMScheduler``.
+that of the EMA target network at (x_{t−k}, t−k). With ``audio_guidance`` w > 1 the teacher step follows
+the audio-guided ODE (x̂0 = silent + w·(voiced − silent)), so the student samples it in one pass.
+Conditioning (reference bank, motion frames, audio, speed, face locator) comes from the frozen teacher.
+The student is sampled with ``LCMScheduler``.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -37,6 +40,7 @@ class Distiller:
         out: str | Path,
         steps_student: int = 2,
         device: str | None = None,
+        student: str | Path | None = None,
     ) -> None:
         if steps_student not in (1, 2, 4):
             from avatar.errors import ConfigError
@@ -54,8 +58,13 @@ class Distiller:
         self.teacher = teacher if isinstance(teacher, EmoPipeline) else load_pipeline(settings, teacher)
         for module in self.teacher.trainable_modules().values():
             module.to(self.device).eval().requires_grad_(False)
-        self.student = copy.deepcopy(self.teacher.backbone).train().requires_grad_(True)
-        self.target = copy.deepcopy(self.teacher.backbone).eval()
+        self.step = 0
+        start = self.teacher.backbone
+        if student is not None:  # continue an earlier distillation: its student (and step count)
+            earlier = load_pipeline(settings, student)
+            start, self.step = earlier.backbone, earlier.training_steps - self.teacher.training_steps
+        self.student = copy.deepcopy(start).to(self.device).train().requires_grad_(True)
+        self.target = copy.deepcopy(start).to(self.device).eval()
         self.scheduler = training_scheduler(cfg.sampler)
         self.lcm = make_scheduler({**cfg.sampler, "scheduler": "lcm"})
         total = int(cfg.sampler["num_train_timesteps"])
@@ -64,9 +73,8 @@ class Distiller:
         self.lcm.set_timesteps(steps_student)
         self.student_timesteps = self.lcm.timesteps.clone()
         self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=float(self.options["lr"]))
-        self.rng = np.random.default_rng(settings.seed + 77)
-        self.generator = torch.Generator().manual_seed(settings.seed + 77)
-        self.step = 0
+        self.rng = np.random.default_rng(settings.seed + 77 + self.step)
+        self.generator = torch.Generator().manual_seed(settings.seed + 77 + self.step)
 
     # --- helpers ---
     def _alpha_sigma(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,6 +144,11 @@ class Distiller:
         x_t = a * z0 + s * noise
         with torch.no_grad():
             x0_teacher = self._x0(self.teacher.backbone, x_t, t, cond)
+            w = float(self.options["audio_guidance"])
+            if w != 1.0:  # x̂0 is linear in the prediction: guide it directly
+                silent = (torch.zeros_like(cond[0]),) + cond[1:]
+                x0_silent = self._x0(self.teacher.backbone, x_t, t, silent)
+                x0_teacher = x0_silent + w * (x0_teacher - x0_silent)
             eps = (x_t - a * x0_teacher) / s.clamp(min=1e-4)
             t_prev = t - self.k
             a_p, s_p = self._alpha_sigma(t_prev, z0)
@@ -164,14 +177,20 @@ class Distiller:
     def student_pipeline(self) -> EmoPipeline:
         """The teacher's components with the student Backbone (shares the frozen modules)."""
         parts = dict(self.teacher.modules(), backbone=self.student)
-        pipe = EmoPipeline(self.teacher.config, parts)
+        sampler = {**self.teacher.config.sampler, "audio_guidance": 1.0}  # guidance is distilled in
+        pipe = EmoPipeline(dataclasses.replace(self.teacher.config, sampler=sampler), parts)
         pipe.training_steps = self.teacher.training_steps + self.step
         return pipe
 
     def save(self) -> Path:
         ckpt = self.out / "checkpoint"
         self.student_pipeline().save_pretrained(ckpt)
-        info = {"steps_student": self.steps_student, "distill_steps": self.step, "scheduler": "lcm"}
+        info = {
+            "steps_student": self.steps_student,
+            "distill_steps": self.step,
+            "scheduler": "lcm",
+            "teacher_audio_guidance": float(self.options["audio_guidance"]),
+        }
         (self.out / "distill.json").write_text(json.dumps(info, indent=1))
         return ckpt
 

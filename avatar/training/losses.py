@@ -3,7 +3,8 @@
 Stage 0 autoencoder: L1 + image-gradient L1 + a latent-scale regulariser.
 Stage 1 image: ReferenceNet, Backbone spatial layers, face locator; one target frame per reference.
 Stage 2 video: temporal modules (not their speed layers), audio attention, audio encoder + projection;
-n motion frames (noise-augmented, sometimes replaced by the reference) + f target frames.
+n motion frames (noise-augmented, sometimes replaced by the reference) + f target frames; the audio tokens
+of a window are sometimes zeroed (``audio_drop``) so the sampler can use audio classifier-free guidance.
 Stage 3 speed: temporal modules incl. speed attention, speed encoder.
 """
 
@@ -170,6 +171,9 @@ class StageLoss(nn.Module):
                 for e in examples
             ]
         )
+        if float(o["audio_drop"]) > 0:
+            silent = torch.rand(b, generator=self.generator) < float(o["audio_drop"])
+            tokens = torch.where(silent.to(device)[:, None, None, None], torch.zeros_like(tokens), tokens)
         speed = self.parts["speed_encoder"](torch.stack([e.velocity for e in examples]).to(device).float())
         noisy, target, t = self._noise(zt)
         pred = self.parts["backbone"](noisy, t, tokens, bank, motion, speed, face, zr)

@@ -20,6 +20,7 @@ STAGE_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.0,
     "motion_noise_std": 0.1,  # stage 2/3: noise added to motion-frame latents
     "motion_drop": 0.1,  # stage 2/3: probability that motion frames are replaced by the reference
+    "audio_drop": 0.0,  # stage 2/3: probability that a window's audio tokens are zeroed (enables guidance)
     "latent_reg": 0.01,  # stage 0: pulls the latents' mean square towards 1
     "edge_weight": 0.5,  # stage 0: L1 on image gradients
 }
@@ -30,6 +31,7 @@ DISTILL_DEFAULTS: dict[str, Any] = {
     "teacher_steps": 50,  # DDIM skip grid of the teacher ODE (k = T / teacher_steps)
     "ema_decay": 0.95,  # target network of the consistency loss
     "huber_c": 0.001,
+    "audio_guidance": 1.0,  # teacher ODE with audio classifier-free guidance (trained with audio_drop)
 }
 
 
@@ -94,3 +96,21 @@ def load_train_settings(path: str | Path | None, model: str | EmoConfig | None =
     if settings.mixed_precision not in ("no", "bf16"):
         raise ConfigError("training config: mixed_precision must be no or bf16")
     return settings
+
+
+
+def override_options(settings: TrainSettings, section: int | str, pairs: list[str]) -> None:
+    """Apply ``KEY=VALUE`` strings (numbers) to stage ``section`` or to ``"distill"``, in place."""
+    defaults = DISTILL_DEFAULTS if section == "distill" else STAGE_DEFAULTS
+    for pair in pairs:
+        key, sep, text = (part.strip() for part in pair.partition("="))
+        if not sep or key not in defaults:
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, KEY one of {', '.join(sorted(defaults))}")
+        try:
+            value: int | float = int(text) if text.lstrip("+-").isdigit() else float(text)
+        except ValueError:
+            raise ConfigError(f"--set {key}: {text!r} is not a number") from None
+        if section == "distill":
+            settings.distill[key] = value
+        else:
+            settings.stages[int(section)] = {**settings.stages.get(int(section), {}), key: value}
