@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Seeded, reproducible training of the demo EMO checkpoint (configs/emo/demo.yaml: the mouth region):
 # synthetic clips (parametric engine, shared portraits and speech + espeak-ng voices) and the shared real
-# talking clips → stages 0..3 → 2-step LCM student. Held out of training for the report: the portraits
-# pearl_earring and photo_woman_outdoor, and Italian (speech/italian1.wav and the espeak "it" line).
-# Usage: scripts/train_demo.sh [RUN_DIR] [SCALE]   SCALE multiplies every step count (1 ≈ 85 min on one core).
+# talking clips → stages 0..3 → stage 2 again with audio drop → 2-step LCM student of the audio-guided
+# teacher. Held out of training for the report: the portraits pearl_earring and photo_woman_outdoor, and
+# Italian (speech/italian1.wav and the espeak "it" line).
+# Usage: scripts/train_demo.sh [RUN_DIR] [SCALE]   SCALE multiplies every step count (1 ≈ 2 h on one core).
 # Environment: MEDIA (default ../shared/media), THREADS (default 1: with 2, training slowed 10-40x whenever
-# another process used the second core), CLIPS (default 80).
+# another process used the second core), CLIPS (default 80), GUIDANCE (distilled audio guidance, default 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${1:-runs/demo}
@@ -13,6 +14,7 @@ SCALE=${2:-1}
 MEDIA=${MEDIA:-../shared/media}
 THREADS=${THREADS:-1}
 CLIPS=${CLIPS:-80}
+GUIDANCE=${GUIDANCE:-5}
 PY=${PY:-.venv/bin/python}
 CFG=configs/emo/train_demo.yaml
 HELD_OUT_PORTRAITS="pearl_earring.jpg photo_woman_outdoor.jpg"
@@ -37,8 +39,16 @@ $PY -m avatar train "${common[@]}" --stage 0 --out "$RUN/stage0" --steps "$(step
 $PY -m avatar train "${common[@]}" --stage 1 --out "$RUN/stage1" --init "$RUN/stage0" --steps "$(steps 2000)"
 $PY -m avatar train "${common[@]}" --stage 2 --out "$RUN/stage2" --init "$RUN/stage1" --steps "$(steps 1500)"
 $PY -m avatar train "${common[@]}" --stage 3 --out "$RUN/stage3" --init "$RUN/stage2" --steps "$(steps 200)"
-$PY -m avatar distill "${common[@]}" --teacher "$RUN/stage3" --out "$RUN/distill" --steps-student 2 \
-    --steps "$(steps 300)"
+# stage 2 once more, from stage 3, zeroing the audio of 15% of the windows: the teacher learns the silent
+# prediction that audio classifier-free guidance extrapolates from (EMO's audio dropout)
+$PY -m avatar train "${common[@]}" --stage 2 --out "$RUN/guided" --init "$RUN/stage3" --steps "$(steps 900)" \
+    --set audio_drop=0.15
+# the 2-step student learns the guided teacher's ODE (guidance GUIDANCE, default 5) and samples it unguided;
+# 600 steps, then 600 more continuing that student (the shipped checkpoint was made in these two runs)
+$PY -m avatar distill "${common[@]}" --teacher "$RUN/guided" --out "$RUN/distill600" --steps-student 2 \
+    --steps "$(steps 600)" --set audio_guidance="$GUIDANCE"
+$PY -m avatar distill "${common[@]}" --teacher "$RUN/guided" --out "$RUN/distill" --steps-student 2 \
+    --student "$RUN/distill600" --steps "$(steps 600)" --set audio_guidance="$GUIDANCE"
 # float16 copy of the student, the form shipped in avatar/assets/emo_demo/ (with its model card README.md)
 $PY - "$RUN/distill/checkpoint" "$RUN/export" <<'PY'
 import sys

@@ -52,5 +52,5 @@ def test_demo_mouth_moves_with_the_voice_and_rests_in_silence(demo_frames):
     grey = np.array([f.image[y0:y1, x0:x1].mean() for f in frames])
     silent = grey[3:22]  # 0.12-0.88 s: before the first vowel (look-ahead 80 ms)
     spoken = grey[28:]
-    assert spoken.std() > 2.0 * silent.std() + 0.5
-    assert spoken.max() - spoken.min() > 6.0
+    assert spoken.std() > 4.0 * silent.std() + 2.0  # measured 17.7 vs 1.1 (grey levels)
+    assert spoken.max() - spoken.min() > 20.0  # measured 55
