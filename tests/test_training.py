@@ -191,6 +191,12 @@ def test_set_overrides_one_stage_or_distill_and_refuses_bad_pairs(settings, clip
     for bad, message in bad_pairs:
         with pytest.raises(ConfigError, match=message):
             override_options(settings, 2, [bad])
+    override_options(settings, 2, ["audio_drop=1.5"])
+    with pytest.raises(ConfigError, match=r"stages\.2\.audio_drop"):
+        settings.stage(2)
+    override_options(settings, "distill", ["audio_guidance=0.5"])
+    with pytest.raises(ConfigError, match="distill.audio_guidance"):
+        settings.distill_options()
     code = main(["train", "--stage", "2", "--data", str(clip_data), "--out", str(tmp_path / "x"),
                  "--init", str(tmp_path), "--set", "audio_drop=[1]"])  # fmt: skip
     err = capsys.readouterr().err.strip()

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from avatar.emo.pipeline import EmoPipeline, make_scheduler
+from avatar.errors import ConfigError
 from avatar.training.dataset import ClipDataset
 from avatar.training.losses import fetch_batch, mel_audio_features, training_scheduler
 from avatar.training.plots import plot_loss, save_grid
@@ -43,8 +44,6 @@ class Distiller:
         student: str | Path | None = None,
     ) -> None:
         if steps_student not in (1, 2, 4):
-            from avatar.errors import ConfigError
-
             raise ConfigError(f"--steps-student must be 1, 2 or 4 (got {steps_student})")
         self.settings = settings
         self.options = settings.distill_options()
@@ -63,6 +62,8 @@ class Distiller:
         if student is not None:  # continue an earlier distillation: its student (and step count)
             earlier = load_pipeline(settings, student)
             start, self.step = earlier.backbone, earlier.training_steps - self.teacher.training_steps
+            if self.step < 0:
+                raise ConfigError(f"{student} has fewer training steps than the teacher: not its student")
         self.student = copy.deepcopy(start).to(self.device).train().requires_grad_(True)
         self.target = copy.deepcopy(start).to(self.device).eval()
         self.scheduler = training_scheduler(cfg.sampler)

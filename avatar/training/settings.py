@@ -53,10 +53,17 @@ class TrainSettings:
     def stage(self, stage: int) -> dict[str, Any]:
         if stage not in STAGE_NAMES:
             raise ConfigError(f"--stage must be one of 0, 1, 2, 3 (got {stage})")
-        return {**STAGE_DEFAULTS, **self.stages.get(stage, {})}
+        options = {**STAGE_DEFAULTS, **self.stages.get(stage, {})}
+        for key in ("audio_drop", "motion_drop"):
+            if not 0.0 <= float(options[key]) <= 1.0:
+                raise ConfigError(f"stages.{stage}.{key} must be a probability in [0, 1]")
+        return options
 
     def distill_options(self) -> dict[str, Any]:
-        return {**DISTILL_DEFAULTS, **self.distill}
+        options = {**DISTILL_DEFAULTS, **self.distill}
+        if not 1.0 <= float(options["audio_guidance"]) <= 20.0:
+            raise ConfigError("distill.audio_guidance must be in [1, 20] (1: no guidance)")
+        return options
 
 
 def load_train_settings(path: str | Path | None, model: str | EmoConfig | None = None) -> TrainSettings:
@@ -96,7 +103,6 @@ def load_train_settings(path: str | Path | None, model: str | EmoConfig | None =
     if settings.mixed_precision not in ("no", "bf16"):
         raise ConfigError("training config: mixed_precision must be no or bf16")
     return settings
-
 
 
 def override_options(settings: TrainSettings, section: int | str, pairs: list[str]) -> None:
