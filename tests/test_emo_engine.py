@@ -127,9 +127,12 @@ def test_sampler_override_and_bad_sampler(checkpoint):
         ("sampler.steps", {"steps": "two"}),
         ("sampler.audio_guidance", {"audio_guidance": 0.5}),
     ]
+    config = micro_config()
+    before = dict(config.sampler)
     for key, bad in bad_options:
         with pytest.raises(ConfigError, match=key):
-            EmoEngine(size=128, config=micro_config(), checkpoint=root / "trained", **bad)
+            EmoEngine(size=128, config=config, checkpoint=root / "trained", **bad)
+    assert config.sampler == before  # a refused override changes nothing
 
 
 def test_mouth_region_with_parametric_head_motion():

@@ -173,6 +173,7 @@ def test_distillation_with_audio_guidance(settings, clip_data, tmp_path):
         losses[w] = float(distiller.loss(examples))
     assert np.isfinite(losses[3.0]) and losses[3.0] != losses[1.0]
     assert distiller.student_pipeline().config.sampler["audio_guidance"] == 1.0
+    assert distiller.teacher.config.sampler["audio_guidance"] == 3.0  # its sample-grid row is guided
     distiller.save()
     assert json.loads((tmp_path / "d3.0" / "distill.json").read_text())["teacher_audio_guidance"] == 3.0
 

@@ -12,6 +12,8 @@ import yaml
 from avatar.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "emo"
+MAX_AUDIO_GUIDANCE = 20.0
+"""Upper bound of ``sampler.audio_guidance`` (and of the distillation's teacher guidance); 1 is off."""
 
 SECTIONS: dict[str, set[str]] = {
     "face": {"crop_size", "crop_scale", "crop_shift", "feather", "composite"},
@@ -117,8 +119,11 @@ class EmoConfig:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ConfigError(f"EMO config {self.name}: sampler.steps must be an integer ≥ 1")
         guidance = self.sampler.get("audio_guidance", 1.0)
-        if isinstance(guidance, bool) or not isinstance(guidance, int | float) or not 1.0 <= guidance <= 20.0:
-            raise ConfigError(f"EMO config {self.name}: sampler.audio_guidance must be a number in [1, 20]")
+        number = isinstance(guidance, int | float) and not isinstance(guidance, bool)
+        if not number or not 1 <= guidance <= MAX_AUDIO_GUIDANCE:
+            raise ConfigError(
+                f"EMO config {self.name}: sampler.audio_guidance must be in [1, {MAX_AUDIO_GUIDANCE:g}]"
+            )
         if self.autoencoder["kind"] not in ("tiny", "sd_vae"):
             raise ConfigError(f"EMO config {self.name}: autoencoder.kind must be tiny or sd_vae")
         if self.audio_encoder["kind"] not in ("mel", "wav2vec2"):

@@ -93,13 +93,15 @@ class EmoEngine(Engine):
                 f"EMO checkpoint {checkpoint} is untrained (0 training steps): "
                 + UNTRAINED_HINT.format(cfg=cfg.name)
             )
-        self.config = self.pipeline.config
         overrides = {"scheduler": scheduler, "steps": steps, "audio_guidance": audio_guidance}
         overrides = {k: v for k, v in overrides.items() if v is not None}
-        if overrides:
-            self.config.sampler = {**self.config.sampler, **overrides}
-            self.config.validate()
-            self.pipeline.scheduler = make_scheduler(self.config.sampler)
+        if overrides:  # checked on a copy: a refused override leaves the caller's config as it was
+            sampler = {**self.pipeline.config.sampler, **overrides}
+            changed = dataclasses.replace(self.pipeline.config, sampler=sampler)
+            changed.validate()
+            self.pipeline.config = changed
+            self.pipeline.scheduler = make_scheduler(sampler)
+        self.config = self.pipeline.config
         if self.config.face["crop_size"] > size:
             raise ConfigError(
                 f"output size {size} is smaller than the EMO face region {self.config.face['crop_size']}"

@@ -55,6 +55,8 @@ class Distiller:
         cfg = settings.model
         self.data = data if isinstance(data, ClipDataset) else ClipDataset(data, int(cfg.face["crop_size"]))
         self.teacher = teacher if isinstance(teacher, EmoPipeline) else load_pipeline(settings, teacher)
+        guided = {**self.teacher.config.sampler, "audio_guidance": float(self.options["audio_guidance"])}
+        self.teacher.config = dataclasses.replace(self.teacher.config, sampler=guided)  # its sample rows too
         for module in self.teacher.trainable_modules().values():
             module.to(self.device).eval().requires_grad_(False)
         self.step = 0

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from avatar.emo.config import EmoConfig, load_emo_config
+from avatar.emo.config import MAX_AUDIO_GUIDANCE, EmoConfig, load_emo_config
 from avatar.errors import ConfigError
 
 STAGE_NAMES = {0: "autoencoder", 1: "image", 2: "video", 3: "speed"}
@@ -61,8 +61,8 @@ class TrainSettings:
 
     def distill_options(self) -> dict[str, Any]:
         options = {**DISTILL_DEFAULTS, **self.distill}
-        if not 1.0 <= float(options["audio_guidance"]) <= 20.0:
-            raise ConfigError("distill.audio_guidance must be in [1, 20] (1: no guidance)")
+        if not 1.0 <= float(options["audio_guidance"]) <= MAX_AUDIO_GUIDANCE:
+            raise ConfigError(f"distill.audio_guidance must be in [1, {MAX_AUDIO_GUIDANCE:g}] (1: off)")
         return options
 
 

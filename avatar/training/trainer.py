@@ -301,7 +301,10 @@ def sample_rows(
     finally:
         pipe.scheduler = old
     truth = to_uint8(ex.target)
-    return [[ref, *truth], [ref, *out.images]], ["truth", f"{scheduler} {steps or settings.sample_steps}"]
+    label = f"{scheduler} {steps or settings.sample_steps}"
+    guidance = float(pipe.config.sampler.get("audio_guidance", 1.0))
+    label += f" w{guidance:g}" if guidance != 1.0 else ""
+    return [[ref, *truth], [ref, *out.images]], ["truth", label]
 
 
 def copy_pipeline(pipe: EmoPipeline) -> EmoPipeline:
