@@ -22,9 +22,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from avatar.errors import PortraitError  # noqa: E402
-from avatar.parametric.motion_types import FaceMotion  # noqa: E402
-from avatar.parametric.portrait import face_mesh, prepare_portrait  # noqa: E402
-from avatar.parametric.renderer import PortraitRenderer  # noqa: E402
+from avatar.face.motion_types import FaceMotion  # noqa: E402
+from avatar.face.portrait import face_mesh, prepare_portrait  # noqa: E402
+from avatar.face.renderer import PortraitRenderer  # noqa: E402
 
 SWEEP: list[tuple[str, FaceMotion]] = [
     ("rest", FaceMotion()),

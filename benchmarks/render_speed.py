@@ -28,8 +28,8 @@ from avatar.audio.io import load_audio  # noqa: E402
 from avatar.audio.vad import VoiceActivity  # noqa: E402
 from avatar.audio.windowing import AudioRing, WindowConfig, Windower  # noqa: E402
 from avatar.engines import create_engine  # noqa: E402
-from avatar.parametric.motion import MotionGenerator  # noqa: E402
-from avatar.parametric.renderer import PortraitRenderer  # noqa: E402
+from avatar.face.renderer import PortraitRenderer  # noqa: E402
+from avatar.motion.rules import MotionGenerator  # noqa: E402
 from avatar.provenance import Payload, Watermarker  # noqa: E402
 from avatar.render import frame_count, render_file  # noqa: E402
 

@@ -37,8 +37,8 @@ from avatar.audio.io import load_audio  # noqa: E402
 from avatar.audio.windowing import AudioRing, WindowConfig, Windower  # noqa: E402
 from avatar.engine import SAMPLE_RATE  # noqa: E402
 from avatar.evaluation.sync import best_lag_correlation, frame_times, speech_envelope  # noqa: E402
-from avatar.parametric.motion import MotionGenerator, MotionTuning  # noqa: E402
-from avatar.parametric.motion_types import FaceMotion  # noqa: E402
+from avatar.face.motion_types import FaceMotion  # noqa: E402
+from avatar.motion.rules import MotionGenerator, MotionTuning  # noqa: E402
 
 FPS = 25.0
 CLIPS = ("ten", "tys")

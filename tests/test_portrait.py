@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from avatar.errors import PortraitError
-from avatar.parametric.mesh import (
+from avatar.face.mesh import (
     EYE_LOWER,
     EYE_UPPER,
     FACE_OVAL,
@@ -19,7 +19,7 @@ from avatar.parametric.mesh import (
     LIPS_OUTER_UPPER,
     face_triangles,
 )
-from avatar.parametric.portrait import (
+from avatar.face.portrait import (
     MIN_FACE_PX,
     load_portrait_image,
     prepare_portrait,

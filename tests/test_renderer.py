@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from avatar.parametric.motion_types import FaceMotion
-from avatar.parametric.portrait import face_mesh, prepare_portrait
-from avatar.parametric.renderer import JAW_GAP, MotionModel, PortraitRenderer, clamp_motion
+from avatar.face.motion_types import SCALAR_FIELDS, FaceMotion
+from avatar.face.portrait import face_mesh, prepare_portrait
+from avatar.face.renderer import JAW_GAP, MotionModel, PortraitRenderer, clamp_motion
 
 ASTRONAUT_PATH = Path(__file__).resolve().parents[1] / "avatar" / "assets" / "astronaut.png"
 
@@ -179,7 +180,7 @@ def test_extreme_and_invalid_motion_values_are_clamped(renderer, value: float) -
     frame = renderer.render(motion)
     assert frame.shape == (512, 512, 3) and frame.dtype == np.uint8
     clamped = clamp_motion(motion)
-    values = np.array([getattr(clamped, k) for k in FaceMotion.__dataclass_fields__])
+    values = np.array([getattr(clamped, k) for k in SCALAR_FIELDS])
     assert np.isfinite(values).all()
     assert 0 <= clamped.jaw_open <= 1 and -1 <= clamped.lip_width <= 1 and abs(clamped.head_roll) <= 0.25
 
@@ -201,7 +202,7 @@ def test_stage_timings_are_reported(renderer) -> None:
 
 def test_exact_inverse_of_a_small_mesh() -> None:
     """Backward offsets map every node onto the rest point the piecewise-affine warp sends to it."""
-    from avatar.parametric.mesh import WarpGrid
+    from avatar.face.mesh import WarpGrid
 
     rest_v = np.array([[0, 0], [40, 0], [0, 40], [40, 40], [20, 20]], dtype=np.float64)
     tris = np.array([[0, 1, 4], [1, 3, 4], [3, 2, 4], [2, 0, 4]])
@@ -253,3 +254,155 @@ def test_grayscale_portrait_gets_a_grayscale_mouth() -> None:
     frame = PortraitRenderer(prepare_portrait(gray, size=256)).render(FaceMotion(jaw_open=1.0, lip_width=0.3))
     spread = frame.astype(int).max(axis=2) - frame.astype(int).min(axis=2)
     assert spread.max() <= 2  # no colour anywhere, the painted interior included
+
+
+# --- learned full face shape (FaceMotion.expression) ---------------------------------------------------
+
+
+def _jaw_expression(renderer: PortraitRenderer, amount: float) -> np.ndarray:
+    """Expression (468, 2) moving the lower lip, chin and jaw down by ``amount`` face heights (the
+    rig's own jaw shape: 1 on the lower inner lip and the chin, fading toward the corners and cheeks)."""
+    e = np.zeros((468, 2), np.float32)
+    e[:, 1] = amount * renderer.model.jaw[:468]
+    return e
+
+
+def _signed_gaps(renderer: PortraitRenderer, motion: FaceMotion) -> np.ndarray:
+    """Inner-lip gaps (11,) along the face's down axis after ``motion``, in pixels."""
+    from avatar.face.mesh import LIPS_INNER_LOWER, LIPS_INNER_UPPER
+
+    model = renderer.model
+    moved = renderer.rig.mesh.vertices + model.displacements(clamp_motion(motion))
+    return (moved[list(LIPS_INNER_LOWER)] - moved[list(LIPS_INNER_UPPER)]) @ model.ey
+
+
+def _mouth_width(frame: np.ndarray) -> float:
+    f = _face(frame)
+    return float(np.linalg.norm(f[61] - f[291]) / np.linalg.norm(f[10] - f[152]))
+
+
+def test_zero_expression_renders_exactly_like_none(renderer) -> None:
+    zeros = np.zeros((468, 2), np.float32)
+    moving = FaceMotion(jaw_open=0.5, lip_width=0.3, blink=0.4, head_yaw=0.1, breath=0.5)
+    for motion in (FaceMotion(), moving):
+        assert np.array_equal(renderer.render(dataclasses.replace(motion, expression=zeros)),
+                              renderer.render(motion))
+
+
+def test_expression_opening_the_jaw_opens_the_rendered_mouth_with_a_dark_interior(renderer) -> None:
+    rest_gap = _lip_gap(renderer.rig.image)
+    frame = renderer.render(FaceMotion(expression=_jaw_expression(renderer, 0.08)))
+    assert _lip_gap(frame) - rest_gap > 0.03
+    f = _face(frame)
+    luma = frame.astype(float) @ np.array([0.299, 0.587, 0.114])
+    x, y = np.round(f[13] + 0.75 * (f[14] - f[13])).astype(int)  # low in the opened mouth
+    lips = luma[np.round(f[[0, 17, 37, 84], 1]).astype(int), np.round(f[[0, 17, 37, 84], 0]).astype(int)]
+    assert luma[y - 1:y + 2, x - 1:x + 2].mean() < 0.6 * lips.mean()
+
+
+def test_expression_closing_the_mouth_paints_no_interior(renderer) -> None:
+    # lower lip up to the upper one: the mouth closes and nothing dark is painted between the lips
+    gaps = _signed_gaps(renderer, FaceMotion(expression=_jaw_expression(renderer, -0.2)))
+    assert np.abs(gaps).max() < 0.5
+    assert _lip_gap(renderer.render(FaceMotion(expression=_jaw_expression(renderer, -0.2)))) < 0.02
+
+
+def test_expression_adds_to_jaw_open_within_the_jaw_limit(renderer) -> None:
+    model, height = renderer.model, renderer.rig.face_height
+    expression = _jaw_expression(renderer, 0.04)
+    jaw = _signed_gaps(renderer, FaceMotion(jaw_open=0.3))[5]
+    both = _signed_gaps(renderer, FaceMotion(jaw_open=0.3, expression=expression))[5]
+    assert both - jaw == pytest.approx(0.04 * height, rel=0.02)
+    assert _signed_gaps(renderer, FaceMotion(expression=_jaw_expression(renderer, 0.25))).max() \
+        <= model.metrics.max_gap + 1e-6
+    assert _signed_gaps(renderer, FaceMotion(jaw_open=1.0, expression=expression)).max() \
+        <= model.metrics.max_gap + 1e-6
+    assert model.metrics.max_gap == pytest.approx(JAW_GAP * height, rel=0.01)
+
+
+def test_expression_pushing_the_lips_through_each_other_is_clamped(renderer) -> None:
+    metrics = renderer.model.metrics
+    across = np.abs(metrics.landmark_x) / (0.5 * metrics.mouth_width)
+    e = np.zeros((468, 2), np.float32)
+    e[:, 1] = 0.1 * (metrics.upper_side - metrics.lower_side) * (1 - np.clip((across - 0.3) / 0.7, 0, 1)) ** 2
+    for motion in (FaceMotion(expression=e), FaceMotion(jaw_open=0.5, expression=e),
+                   FaceMotion(lip_press=1.0, expression=e)):
+        assert _signed_gaps(renderer, motion).min() >= -1e-6
+        f = _face(renderer.render(motion))
+        ey = renderer.model.ey
+        assert (f[14] - f[13]) @ ey / np.linalg.norm(f[10] - f[152]) >= -0.01
+
+
+def test_expression_x_offsets_scale_with_the_mouth_width(renderer) -> None:
+    from avatar.face.motion_types import CANONICAL_MOUTH_WIDTH
+    from avatar.face.retarget import retarget_expression
+
+    metrics = renderer.model.metrics
+    e = np.zeros((468, 2), np.float32)
+    e[[61, 291], 0] = [-0.02, 0.02]
+    e[[61, 291], 1] = 0.01
+
+    def corner(width: float) -> np.ndarray:
+        scaled = dataclasses.replace(metrics, mouth_width=width * metrics.face_height)
+        offsets = retarget_expression(e, scaled) / metrics.face_height
+        return np.array([offsets[291] @ metrics.ex, offsets[291] @ metrics.ey])
+
+    canonical, wide, narrow = corner(CANONICAL_MOUTH_WIDTH), corner(0.34), corner(0.24)
+    assert canonical == pytest.approx([0.02, 0.01], abs=1e-6)
+    assert wide[0] / canonical[0] == pytest.approx(0.34 / CANONICAL_MOUTH_WIDTH, rel=1e-5)
+    assert narrow[0] / canonical[0] == pytest.approx(0.24 / CANONICAL_MOUTH_WIDTH, rel=1e-5)
+    assert wide[1] == pytest.approx(0.01, abs=1e-6) and narrow[1] == pytest.approx(0.01, abs=1e-6)  # y: not scaled
+    assert corner(5.0)[0] == pytest.approx(1.4 * 0.02) and corner(0.01)[0] == pytest.approx(0.7 * 0.02)
+
+
+def test_spread_expression_widens_the_rendered_mouth(renderer) -> None:
+    metrics, height = renderer.model.metrics, renderer.rig.face_height
+    lm = renderer.rig.landmarks[:468]
+    v = (lm - (lm[61] + lm[291]) / 2) @ renderer.model.ey / height
+    e = np.zeros((468, 2), np.float32)
+    across = np.clip(metrics.landmark_x / (0.5 * metrics.mouth_width), -1, 1)  # -1 .. 1 corner to corner
+    e[:, 0] = 0.05 * across * np.exp(-0.5 * (v / 0.1) ** 2)  # corners 0.05 face heights outward
+    rest = _mouth_width(renderer.render(FaceMotion()))
+    assert _mouth_width(renderer.render(FaceMotion(expression=e))) - rest > 0.05
+
+
+def test_expression_moves_brows_not_eyelids_and_the_neck_follows_the_chin(renderer) -> None:
+    from avatar.face.mesh import BROWS, EYE_LOWER, EYE_UPPER, FACE_OVAL
+
+    model = renderer.model
+    lids = [i for part in EYE_UPPER + EYE_LOWER for i in part]
+    brows = [i for part in BROWS for i in part]
+    e = np.zeros((468, 2), np.float32)
+    e[lids, 1] = 0.05  # a blink is the blink scalar's job: ignored
+    e[brows, 1] = -0.03
+    e[152, 1] = 0.06
+    disp = model.displacements(clamp_motion(FaceMotion(expression=e)))
+    assert np.abs(disp[lids]).max() == 0.0
+    assert (disp[brows] @ model.ey).mean() == pytest.approx(-0.03 * renderer.rig.face_height, rel=0.05)
+    chin = disp[152] @ model.ey
+    rings = [468 + r * len(FACE_OVAL) + FACE_OVAL.index(152) for r in range(6)]
+    follow = disp[rings] @ model.ey / chin  # rings 1.12, 1.3, 1.6, 2.0, 2.6, frame
+    assert 0.8 < follow[0] <= 1.0 and follow[0] > follow[1] > follow[2] >= 0.0
+    assert np.all(follow[3:] == 0.0)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), 1e9])
+def test_non_finite_and_huge_expressions_are_harmless(renderer, value: float) -> None:
+    from avatar.face.retarget import EXPRESSION_LIMIT
+
+    e = np.full((468, 2), value, np.float32)
+    before = e.copy()
+    clamped = clamp_motion(FaceMotion(jaw_open=0.2, expression=e))
+    assert clamped.expression.dtype == np.float32 and np.isfinite(clamped.expression).all()
+    assert np.linalg.norm(clamped.expression, axis=1).max() <= EXPRESSION_LIMIT + 1e-6
+    assert np.array_equal(e, before, equal_nan=True)  # the caller's array is left alone
+    frame = renderer.render(FaceMotion(expression=e))
+    assert frame.shape == (512, 512, 3) and frame.dtype == np.uint8
+    if not math.isfinite(value):
+        assert np.array_equal(frame, renderer.render(FaceMotion()))
+    assert face_mesh(frame)
+
+
+def test_expression_of_the_wrong_shape_is_rejected(renderer) -> None:
+    with pytest.raises(ValueError, match="468, 2"):
+        renderer.render(FaceMotion(expression=np.zeros((478, 2), np.float32)))

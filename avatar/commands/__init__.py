@@ -7,7 +7,9 @@ COMMAND_MODULES = [
     "avatar.commands.detect",
     "avatar.commands.verify",
     "avatar.commands.prepare_data",
+    "avatar.commands.prepare_motion",
     "avatar.commands.train",
     "avatar.commands.distill",
+    "avatar.commands.train_motion",
     "avatar.commands.eval",
 ]

@@ -15,14 +15,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--engine",
         default="parametric",
-        help="engine name, or several separated by commas (default parametric)",
+        help="engine name or name:motion (parametric:rules, parametric:learned), several separated by commas;"
+        " each is reported as its own source (default parametric)",
     )
     p.add_argument(
         "--cases",
         default="shared",
-        help="YAML/JSON cases file, or 'shared' for the default cases from the shared media folder",
+        help="YAML/JSON cases file; 'shared' for the default cases from the shared media folder; 'val' or"
+        " 'train' for one self-reenactment case per real clip of that split of --data-dir",
     )
     p.add_argument("--shared-dir", default=None, help="shared media folder (default: ../shared/media)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="real talking clips with manifest.tsv, for --cases val/train (default: ../shared/data/talking)",
+    )
     p.add_argument("--out", required=True, help="output folder for report.md, results.json and plots/")
     p.add_argument("--compare", default=None, help="results.json of an earlier run: adds change tables")
     p.add_argument("--size", type=int, default=512, help="output width and height in pixels (default 512)")
@@ -42,8 +49,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _cases(args: argparse.Namespace):
     from avatar.errors import ConfigError
-    from avatar.evaluation.cases import find_shared_dir, load_cases, shared_cases
+    from avatar.evaluation.cases import (
+        SPLITS,
+        find_data_dir,
+        find_shared_dir,
+        load_cases,
+        shared_cases,
+        split_cases,
+    )
 
+    if args.cases in SPLITS:
+        data = Path(args.data_dir) if args.data_dir else find_data_dir()
+        if data is None:
+            raise ConfigError(
+                "no talking-clip folder found (../shared/data/talking with manifest.tsv); pass --data-dir"
+            )
+        return split_cases(data, args.cases, Path(args.out) / "portraits")
     if args.cases != "shared":
         return load_cases(args.cases)
     shared = Path(args.shared_dir) if args.shared_dir else find_shared_dir()
@@ -59,6 +80,10 @@ def _progress_line(result) -> str:
     parts = [f"{result.source} {result.case}: sync r {m['sync_r']:.2f} lag {m['sync_lag_ms']:+.0f} ms"]
     if m.get("gt_r") is not None:
         parts.append(f"GT r {m['gt_r']:.2f}")
+    if m.get("gt_width_r") is not None:
+        parts.append(f"width r {m['gt_width_r']:.2f}")
+    if m.get("lmd") is not None:
+        parts.append(f"LMD {m['lmd']:.3f}")
     if m.get("identity_distance") is not None:
         parts.append(f"identity {m['identity_distance']:.2f}")
     if m.get("real_time_factor") is not None:
@@ -69,7 +94,7 @@ def _progress_line(result) -> str:
 def run(args: argparse.Namespace) -> int:
     from avatar.engines import create_engine
     from avatar.errors import ConfigError
-    from avatar.evaluation.harness import Settings, create_embedder, evaluate
+    from avatar.evaluation.harness import Settings, create_embedder, evaluate, parse_engine_specs
     from avatar.evaluation.report import load_results, write_report
 
     if not 1 <= args.fps <= 60:
@@ -82,13 +107,18 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--identity-every must be at least 1, got {args.identity_every}")
     if args.compare:
         load_results(args.compare)  # fail early, before minutes of rendering
+    specs = {} if args.reference_only else parse_engine_specs(args.engine)  # fail before reading cases
     cases = _cases(args)
     if args.reference_only and not any(case.video for case in cases):
         raise ConfigError("--reference-only needs cases with a real video; none of the cases has one")
-    names = [] if args.reference_only else [n.strip() for n in args.engine.split(",") if n.strip()]
-    if not args.reference_only and not names:
-        raise ConfigError("--engine names no engine")
-    engines = {name: create_engine(name, fps=args.fps, size=args.size, seed=args.seed) for name in names}
+    engines = {}
+    try:
+        for source, (name, options) in specs.items():
+            engines[source] = create_engine(name, fps=args.fps, size=args.size, seed=args.seed, **options)
+    except BaseException:
+        for engine in engines.values():
+            engine.close()
+        raise
     embedder = create_embedder()
     if embedder is None:
         print("warning: dlib or face_recognition_models missing; identity distance skipped", file=sys.stderr)

@@ -21,10 +21,11 @@ from avatar.emo.face_region import FaceRegion, composite, crop_face, face_region
 from avatar.emo.pipeline import EmoPipeline, ReferenceState, make_scheduler
 from avatar.engine import AudioWindow, Engine, EngineSession, Frame, PreparedAvatar
 from avatar.errors import ConfigError
-from avatar.parametric.motion import MotionGenerator
-from avatar.parametric.motion_types import FaceMotion
-from avatar.parametric.portrait import PortraitRig
-from avatar.parametric.renderer import PortraitRenderer
+from avatar.face.motion_types import FaceMotion
+from avatar.face.portrait import PortraitRig
+from avatar.face.renderer import PortraitRenderer
+from avatar.motion import DEFAULT_MOTION, MotionStream, create_motion, motion_source
+from avatar.motion.canonical import BROW_POINTS
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "emo_demo"
 """The shipped demonstrator (config ``demo``; model card in its README.md)."""
@@ -67,9 +68,14 @@ class EmoEngine(Engine):
         scheduler: str | None = None,
         steps: int | None = None,
         audio_guidance: float | None = None,
+        motion: str = DEFAULT_MOTION,
+        motion_model: str | Path | None = None,
     ) -> None:
         super().__init__(fps=fps, size=size)
         self.seed = int(seed)
+        self.motion = motion_source(motion)  # head, blinks and brows around the generated mouth
+        self.motion_model = None if motion_model is None else str(motion_model)
+        create_motion(self.motion, self.fps, 0, self.motion_model)  # a bad model fails at start-up
         cfg = config if isinstance(config, EmoConfig) else load_emo_config(config, toy=toy)
         if checkpoint is None and pipeline is None and cfg.name == "demo" and DEMO_CHECKPOINT.is_dir():
             checkpoint = DEMO_CHECKPOINT
@@ -143,6 +149,16 @@ class EmoEngine(Engine):
         return EmoSession(self, avatar, seed)
 
 
+def _without_mouth(motion: FaceMotion) -> FaceMotion:
+    """``motion`` with the mouth at rest (EMO generates it); brows, eyes and head kept."""
+    expression = None
+    if motion.expression is not None:
+        expression = np.zeros_like(motion.expression)
+        brows = list(BROW_POINTS)
+        expression[brows] = motion.expression[brows]
+    return dataclasses.replace(motion, jaw_open=0.0, lip_width=0.0, lip_press=0.0, expression=expression)
+
+
 class EmoSession(EngineSession):
     """Streams windows: motion frames and overlap latents carried across calls, noise seeded per frame."""
 
@@ -158,11 +174,11 @@ class EmoSession(EngineSession):
         self.max_chunk = int(self.pipe.config.unet["max_frames"]) - self.n_motion - self.crossfade
         self.history: dict[int, torch.Tensor] = {}
         self.last_timings: dict[str, float] = {}
-        self.motion: MotionGenerator | None = None
+        self.motion: MotionStream | None = None
         self.renderer: PortraitRenderer | None = None
         self.head: dict[int, FaceMotion] = {}
         if self.data.rig is not None:
-            self.motion = MotionGenerator(fps=engine.fps, seed=self.seed)
+            self.motion = create_motion(engine.motion, engine.fps, self.seed, engine.motion_model)
             self.renderer = PortraitRenderer(self.data.rig)
 
     def process(self, window: AudioWindow) -> list[Frame]:
@@ -172,9 +188,8 @@ class EmoSession(EngineSession):
         self.last_timings = {}
         if self.motion is not None:
             # head, eyes, brows and breathing from the parametric engine; the mouth is generated
-            rest_mouth = {"jaw_open": 0.0, "lip_width": 0.0, "lip_press": 0.0}
             for i, m in enumerate(self.motion.process(window)):
-                self.head[window.emit_from + i] = dataclasses.replace(m, **rest_mouth)
+                self.head[window.emit_from + i] = _without_mouth(m)
         start = window.emit_from
         while start < end:
             stop = min(end, start + max(1, self.max_chunk))

@@ -12,7 +12,7 @@ import numpy as np
 from avatar.errors import PortraitError
 
 if TYPE_CHECKING:
-    from avatar.parametric.portrait import PortraitRig
+    from avatar.face.portrait import PortraitRig
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,10 @@ def locate_face(portrait: str | Path | np.ndarray, size: int) -> PortraitRig:
     """The portrait rigged at output framing: ``image`` uint8 (size, size, 3), ``face_box`` (x0, y0, x1,
     y1) in it, ``warnings``, and the mesh the parametric renderer warps (``face.composite: parametric``).
 
-    Uses ``avatar.parametric.portrait.prepare_portrait`` (MediaPipe face mesh). Raises ``PortraitError``.
+    Uses ``avatar.face.portrait.prepare_portrait`` (MediaPipe face mesh). Raises ``PortraitError``.
     """
     try:
-        from avatar.parametric.portrait import prepare_portrait
+        from avatar.face.portrait import prepare_portrait
     except ImportError as exc:  # pragma: no cover - the parametric engine ships with the project
         raise PortraitError(f"portrait analysis is unavailable: {exc}") from None
     return prepare_portrait(portrait, size)

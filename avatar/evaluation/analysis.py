@@ -10,6 +10,7 @@ import numpy as np
 from avatar.evaluation.identity import FaceEmbedder, embedding_distance, mesh_face_box
 from avatar.evaluation.life import blink_measures, eye_aspect_ratio, head_motion, mouth_rest, spread
 from avatar.evaluation.mouth_track import FaceMeshTracker, detected, mouth_openness
+from avatar.evaluation.reenactment import GT_MAX_LAG_MS, closed_share, compare_to_truth, head_pose_std
 from avatar.evaluation.stability import BackgroundFlicker, silent_jitter
 from avatar.evaluation.sync import best_lag_correlation, frame_speech, frame_times, speech_envelope
 
@@ -114,10 +115,17 @@ def _finite_or_none(value: float | None) -> float | None:
     return float(value) if value is not None and np.isfinite(value) else None
 
 
-def measure_clip(tracks: ClipTracks, audio: np.ndarray, real_mouth: np.ndarray | None = None) -> CaseMeasures:
+def measure_clip(
+    tracks: ClipTracks,
+    audio: np.ndarray,
+    real_mouth: np.ndarray | None = None,
+    real_landmarks: np.ndarray | None = None,
+) -> CaseMeasures:
     """All per-clip measures from ``tracks`` and the driving 16 kHz ``audio``.
 
-    ``real_mouth``: the real speaker's mouth track on the same frame grid (self-reenactment ground truth).
+    Self-reenactment ground truth, on the same frame grid as ``tracks``: ``real_landmarks`` (frames, 478,
+    3) pixels of the real speaker adds every ``reenactment.compare_to_truth`` measure; ``real_mouth``
+    (frames,) alone adds only ``gt_r`` / ``gt_lag_ms``.
     """
     fps, frames = tracks.fps, len(tracks.landmarks)
     mouth = tracks.mouth
@@ -127,6 +135,7 @@ def measure_clip(tracks: ClipTracks, audio: np.ndarray, real_mouth: np.ndarray |
     found = detected(tracks.landmarks)
     ear = eye_aspect_ratio(tracks.landmarks)
     speed, jerk, silent_frames = silent_jitter(tracks.landmarks, silent)
+    pose_std = head_pose_std(tracks.landmarks)
     metrics: dict[str, float | int | None] = {
         "frames": frames,
         "seconds": frames / fps,
@@ -146,9 +155,13 @@ def measure_clip(tracks: ClipTracks, audio: np.ndarray, real_mouth: np.ndarray |
         **blink_measures(ear, fps),
         **head_motion(tracks.landmarks),
         **mouth_rest(mouth, speech, silent),
+        "lip_closed_share": closed_share(mouth),
+        **dict(zip(("head_pitch_std_deg", "head_yaw_std_deg", "head_roll_std_deg"), pose_std, strict=True)),
     }
-    if real_mouth is not None:
-        truth = best_lag_correlation(mouth, real_mouth, fps)
+    if real_landmarks is not None:
+        metrics.update(compare_to_truth(tracks.landmarks, real_landmarks, fps))
+    elif real_mouth is not None:
+        truth = best_lag_correlation(mouth, real_mouth, fps, GT_MAX_LAG_MS)
         metrics["gt_r"] = truth.r
         metrics["gt_lag_ms"] = truth.lag_ms
     metrics = {k: _finite_or_none(v) if isinstance(v, float) else v for k, v in metrics.items()}

@@ -13,6 +13,7 @@ Relative paths are resolved against the cases file's folder.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from dataclasses import dataclass
@@ -21,6 +22,10 @@ from pathlib import Path
 from avatar.errors import ConfigError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+SPLITS = ("val", "train", "eval-only")
+"""Splits of the talking-clip manifest that ``--cases`` accepts by name."""
+PORTRAIT_SCAN_SECONDS = 10.0
+"""How far into a clip ``first_face_frame`` looks for a face before it gives up."""
 SHARED_PORTRAITS_PER_SPEECH = 2
 PORTRAITS_WITHOUT_FACE = {"no_face_dog"}
 
@@ -140,3 +145,87 @@ def shared_cases(shared_dir: Path, portraits_per_speech: int = SHARED_PORTRAITS_
     if not cases:
         raise ConfigError(f"no cases found in shared media folder {shared_dir}")
     return _unique_names(cases)
+
+
+def find_data_dir() -> Path | None:
+    """The real talking-clip folder (``../shared/data/talking`` next to the project root, or
+    ``shared/data/talking`` inside it) holding a ``manifest.tsv``, or None when absent."""
+    root = Path(__file__).resolve().parents[2]
+    for candidate in (root.parent / "shared" / "data" / "talking", root / "shared" / "data" / "talking"):
+        if (candidate / "manifest.tsv").is_file():
+            return candidate
+    return None
+
+
+def first_face_frame(video: Path, out_png: Path, scan_seconds: float = PORTRAIT_SCAN_SECONDS) -> Path:
+    """Write the first frame of ``video`` where the face mesh finds a face to ``out_png`` and return it.
+
+    Reuses ``out_png`` when it is newer than the video. When no frame of the first ``scan_seconds`` has a
+    face, the first frame is written (the engine will then report the missing face for that case).
+    Raises ``AvatarError`` (one line) when the video cannot be decoded or has no frames.
+    """
+    import cv2
+
+    from avatar.errors import AvatarError
+    from avatar.evaluation.media import read_video
+    from avatar.evaluation.mouth_track import FaceMeshTracker, detected
+
+    if out_png.is_file() and out_png.stat().st_mtime >= video.stat().st_mtime:
+        return out_png
+    first = chosen = None
+    with FaceMeshTracker(video=False) as tracker:
+        for _seconds, image in read_video(video, scan_seconds):
+            first = image if first is None else first
+            if detected(tracker.landmarks(image)[None])[0]:
+                chosen = image
+                break
+    if first is None:
+        raise AvatarError(f"video {video.name} has no frames")
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    image = chosen if chosen is not None else first
+    if not cv2.imwrite(str(out_png), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise ConfigError(f"cannot write portrait {out_png}")
+    return out_png
+
+
+def split_cases(data_dir: Path, split: str, portrait_dir: Path) -> list[Case]:
+    """One self-reenactment case per clip of ``split`` in ``data_dir/manifest.tsv``.
+
+    Columns used: ``file`` (the clip, relative to ``data_dir``), ``audio_file`` (a separate WAV of the
+    same speech, where set) and ``split``. The case is named after the clip's file stem; its portrait is
+    the clip's first frame with a face (``first_face_frame``, cached as ``portrait_dir/<name>.png``), its
+    audio the speech (``audio_file`` or the clip itself) and its video the clip (ground truth).
+    Raises ``ConfigError`` (one line) for a missing folder, manifest or clip, or an empty split.
+    """
+    data_dir = Path(data_dir)
+    manifest = data_dir / "manifest.tsv"
+    if not data_dir.is_dir():
+        raise ConfigError(f"talking-clip folder not found: {data_dir}; pass --data-dir")
+    if not manifest.is_file():
+        raise ConfigError(f"no manifest.tsv in talking-clip folder {data_dir}; pass --data-dir")
+    try:
+        with manifest.open(encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t"))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"cannot read {manifest}: {exc.__class__.__name__}") from None
+    if rows and not {"file", "split"} <= set(rows[0]):
+        raise ConfigError(f"{manifest} lacks the 'file' and 'split' columns")
+    picked = [row for row in rows if (row.get("split") or "").strip() == split]
+    if not picked:
+        raise ConfigError(f"no clips of split {split!r} in {manifest}")
+    cases: list[Case] = []  # portrait = the clip until the names are unique
+    for row in picked:
+        video = data_dir / row["file"].strip()
+        if not video.is_file():
+            raise ConfigError(f"clip listed in {manifest.name} not found: {video}")
+        audio_name = (row.get("audio_file") or "").strip()
+        audio = data_dir / audio_name if audio_name else video
+        if not audio.is_file():
+            raise ConfigError(f"audio listed in {manifest.name} not found: {audio}")
+        cases.append(Case(safe_name(video.stem), video, audio, video))
+    out = []
+    for case in _unique_names(cases):
+        assert case.video is not None
+        portrait = first_face_frame(case.video, portrait_dir / f"{case.name}.png")
+        out.append(Case(case.name, portrait, case.audio, case.video))
+    return out

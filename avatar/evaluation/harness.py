@@ -11,7 +11,7 @@ import numpy as np
 
 from avatar.audio.io import load_audio
 from avatar.engine import SAMPLE_RATE, Engine, Frame, PreparedAvatar
-from avatar.errors import AvatarError
+from avatar.errors import AvatarError, ConfigError
 from avatar.evaluation.analysis import FrameAnalyzer, measure_clip, mesh_noise_floor, portrait_identity
 from avatar.evaluation.cases import Case
 from avatar.evaluation.identity import FaceEmbedder
@@ -44,6 +44,9 @@ class CaseResult:
     """Per-frame mouth openness (plots)."""
     envelope: np.ndarray | None = None
     speech: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
+    """Face mesh per frame, float32 (frames, 478, 3) pixels, NaN where no face (ground truth of the real
+    clips; not written to the results)."""
 
 
 Progress = Callable[[CaseResult], None]
@@ -62,11 +65,13 @@ def _portrait_embedding(case: Case, embedder: FaceEmbedder | None) -> np.ndarray
 
 
 def resample_track(track: np.ndarray, fps_from: float, fps_to: float, frames: int) -> np.ndarray:
-    """Nearest-frame resampling of a per-frame track to ``frames`` frames at ``fps_to`` (NaN past its end)."""
+    """Nearest-frame resampling of a per-frame track (frames_from, ...) to ``frames`` frames at ``fps_to``
+    (float64, NaN past its end); extra axes (e.g. landmarks (frames, 478, 3)) are carried along."""
+    track = np.asarray(track, dtype=np.float64)
     source = np.round(np.arange(frames) * fps_from / fps_to).astype(np.int64)
-    out = np.full(frames, np.nan)
+    out = np.full((frames, *track.shape[1:]), np.nan)
     inside = source < len(track)
-    out[inside] = np.asarray(track, dtype=np.float64)[source[inside]]
+    out[inside] = track[source[inside]]
     return out
 
 
@@ -82,9 +87,18 @@ def measure_reference(case: Case, settings: Settings, embedder: FaceEmbedder | N
         analyzer.add(image, last)
     if last < 0:
         raise AvatarError(f"video {case.video.name} has no frames")
-    measures = measure_clip(analyzer.finish(last + 1), audio)
+    tracks = analyzer.finish(last + 1)
+    measures = measure_clip(tracks, audio)
     return CaseResult(
-        case.name, REFERENCE, measures.metrics, None, fps, measures.mouth, measures.envelope, measures.speech
+        case.name,
+        REFERENCE,
+        measures.metrics,
+        None,
+        fps,
+        measures.mouth,
+        measures.envelope,
+        measures.speech,
+        tracks.landmarks,
     )
 
 
@@ -138,10 +152,12 @@ def measure_engine_case(
         analyzer.add(frame.image, frame.index)
         count += 1
     expected = max(1, math.ceil(len(audio) * engine.fps / SAMPLE_RATE - 1e-9))
-    real_mouth = None
-    if real is not None and real.mouth is not None:
+    real_mouth = real_landmarks = None
+    if real is not None and real.landmarks is not None:
+        real_landmarks = resample_track(real.landmarks, real.fps, engine.fps, expected)
+    elif real is not None and real.mouth is not None:
         real_mouth = resample_track(real.mouth, real.fps, engine.fps, expected)
-    measures = measure_clip(analyzer.finish(expected), audio, real_mouth)
+    measures = measure_clip(analyzer.finish(expected), audio, real_mouth, real_landmarks)
     audio_seconds = len(audio) / SAMPLE_RATE
     floor_speed, floor_jerk = mesh_noise_floor(avatar.image)
     measures.metrics.update(
@@ -165,6 +181,37 @@ def measure_engine_case(
         measures.envelope,
         measures.speech,
     )
+
+
+def parse_engine_specs(text: str) -> dict[str, tuple[str, dict[str, str]]]:
+    """Engine specs separated by commas: ``name`` or ``name:motion`` (``parametric:learned``).
+
+    Returns ``{source: (engine name, extra create_engine options)}`` in order, repeats dropped; the
+    source is the spec as written (``"parametric:rules"``). Raises ``ConfigError`` (one line) for an
+    empty list, an empty name or motion, more than one colon or a motion ``avatar.motion`` does not know.
+    """
+    from avatar.motion import MotionSource
+
+    motions = [m.value for m in MotionSource]
+    specs: dict[str, tuple[str, dict[str, str]]] = {}
+    for raw in text.split(","):
+        spec = raw.strip()
+        if not spec:
+            continue
+        name, colon, motion = (part.strip() for part in spec.partition(":"))
+        if not name or (colon and not motion) or ":" in motion:
+            raise ConfigError(
+                f"bad engine spec {spec!r}: write a name or name:motion, e.g. parametric:learned"
+            )
+        if colon and motion not in motions:
+            raise ConfigError(
+                f"unknown motion {motion!r} in engine spec {spec!r}; choose one of: {', '.join(motions)}"
+            )
+        source = f"{name}:{motion}" if colon else name
+        specs.setdefault(source, (name, {"motion": motion} if colon else {}))
+    if not specs:
+        raise ConfigError("--engine names no engine")
+    return specs
 
 
 def create_embedder() -> FaceEmbedder | None:

@@ -39,6 +39,44 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("ms_per_frame", "ms/frame", "{:.1f}"),
 ]
 
+REENACTMENT_COLUMNS: list[tuple[str, str, str]] = [
+    ("face_detection_rate", "face found", "{:.0%}"),
+    ("sync_r", "sync r", "{:.2f}"),
+    ("gt_r", "mouth r", "{:.2f}"),
+    ("gt_lag_ms", "lag ms", "{:+.0f}"),
+    ("gt_width_r", "width r", "{:.2f}"),
+    ("lip_closure_recall", "closures", "{:.0%}"),
+    ("lip_closed_share", "closed", "{:.0%}"),
+    ("lmd", "LMD", "{:.3f}"),
+    ("head_yaw_std_ratio", "yaw σ", "{:.2f}"),
+    ("head_pitch_std_ratio", "pitch σ", "{:.2f}"),
+    ("head_roll_std_ratio", "roll σ", "{:.2f}"),
+    ("blinks_per_min", "blinks/min", "{:.1f}"),
+    ("gt_frames_excluded", "excluded", "{:.0f}"),
+]
+"""Columns of the self-reenactment tables (one row per source); on the reference rows the σ columns
+show the real head's standard deviation in degrees (the ``head_*_std_deg`` keys) instead of a ratio."""
+
+_REAL_STD = {f"head_{axis}_std_ratio": f"head_{axis}_std_deg" for axis in ("yaw", "pitch", "roll")}
+
+REENACTMENT_EXPLANATION = """\
+Each case gives the engine the real speaker's first frame with a face and the clip's own speech, then
+compares the output's face mesh with the real clip's, frame by frame at the output fps (the real clip
+resampled by nearest frame). Frames where either has no face are left out of the comparison (**excluded**,
+frames per case). **mouth r** / **width r**: Pearson r of the mouth opening (inner-lip gap 13-14) / width
+(corners 61-291), both over face height, at the best lag within ±120 ms (**lag ms** of the opening,
+positive = output after the real mouth). **closures**: share of the real speaker's closed-lip frames also
+closed in the output; a frame is closed when its opening is below 25 % of that track's own 95th-percentile
+opening (each track on its own scale); **closed** is the share of all frames that are closed (an output
+that never opens scores 100 % closures, but also a high closed share). **LMD**: mean distance of the 40
+lip landmarks after a per-frame similarity fit of eye corners and nose onto the real face, in face
+heights (the mouth's resting shape counts; no per-clip mean is removed). **yaw/pitch/roll σ**: the
+output's head-angle standard deviation over the real speaker's (1 = as much head motion; reference rows:
+the real σ in degrees); their mean over cases is dominated by clips whose real head is nearly still
+(GRID: 0.2-0.5°), so the pooled ratio of mean σs is given too. **face found**, **sync r** and
+**blinks/min** as below, for each source. Identical clips score LMD ≈ 0.004 (tracking noise), not 0.
+"""
+
 EXPLANATION = """\
 ## What the measures mean (and what they cannot tell)
 
@@ -53,8 +91,8 @@ EXPLANATION = """\
   well (no SyncNet weights are available here). A lag at ±200 ms means no peak inside the window: r is
   weak and the lag meaningless.
 * **GT r / GT lag ms**: the same correlation between the generated mouth track and the real speaker's
-  (self-reenactment on the real clips): how much the mouth opens when the real one does. Shape, teeth,
-  lip rounding are not compared.
+  (self-reenactment on the real clips), at the best lag within ±120 ms: how much the mouth opens when
+  the real one does. The self-reenactment section adds width, closures, LMD and head motion.
 * **mouth range**: 5-95 % spread of the mouth track (face heights); compare with the reference: too small
   looks mumbled, too large looks puppet-like.
 * **mouth silence/speech**: mean mouth opening in silent frames (no speech within 120 ms, webrtcvad)
@@ -116,14 +154,45 @@ def summarize(results: list[CaseResult]) -> dict[str, dict[str, Any]]:
     return sources
 
 
+def reenactment_summary(sources: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{source: {"cases": n, metric: mean}}`` over the self-reenactment cases only (those whose real
+    clip was measured), for the ``REENACTMENT_COLUMNS`` metrics and the head σ in degrees, plus for the
+    engines ``head_*_std_ratio_pooled`` (mean σ over the reference's mean σ); empty without any case."""
+    real_cases = [name for name, m in sources.get(REFERENCE, {}).get("cases", {}).items() if "error" not in m]
+    if not real_cases:
+        return {}
+    keys = [key for key, _, _ in REENACTMENT_COLUMNS] + list(_REAL_STD.values())
+    out: dict[str, dict[str, Any]] = {}
+    for source in [REFERENCE] + [s for s in sources if s != REFERENCE]:
+        cases = sources[source]["cases"]
+        ok = [cases[name] for name in real_cases if name in cases and "error" not in cases[name]]
+        if not ok:
+            continue
+        summary: dict[str, Any] = {"cases": len(ok)}
+        for key in keys:
+            values = [float(m[key]) for m in ok if isinstance(m.get(key), int | float)]
+            if values:
+                summary[key] = float(np.mean(values))
+        out[source] = summary
+    real = out.get(REFERENCE, {})
+    for source, summary in out.items():
+        for ratio, std in _REAL_STD.items():
+            if source != REFERENCE and summary.get(std) is not None and real.get(std):
+                summary[f"{ratio}_pooled"] = summary[std] / real[std]
+    return out
+
+
 def build_results(results: list[CaseResult], settings: Settings) -> dict[str, Any]:
-    """The JSON document written to ``results.json``."""
+    """The JSON document written to ``results.json``: settings, per-source per-case metrics and means
+    (``sources``), and the self-reenactment means per source (``reenactment``)."""
+    sources = summarize(results)
     return _jsonable(
         {
             "format": FORMAT,
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "settings": asdict(settings),
-            "sources": summarize(results),
+            "sources": sources,
+            "reenactment": reenactment_summary(sources),
         }
     )
 
@@ -171,6 +240,62 @@ def _columns_for(entry: dict[str, Any]) -> list[tuple[str, str, str]]:
     return [c for c in COLUMNS if c[0] in present]
 
 
+def _reenactment_cell(metrics: dict[str, Any], key: str, fmt: str, real: bool) -> str:
+    if real and key in _REAL_STD:
+        value = metrics.get(_REAL_STD[key])
+        return f"{value:.1f}°" if isinstance(value, int | float) and math.isfinite(value) else "–"
+    if real and (key.startswith("gt_") or key in ("lip_closure_recall", "lmd")):
+        return "–"
+    return _cell(metrics.get(key), fmt)
+
+
+def render_reenactment(document: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:
+    """Markdown lines of the self-reenactment section: means per source, then every case's rows (real
+    clip first), and the change of the means against ``old`` when it has them; none without cases."""
+    means = document.get("reenactment") or {}
+    if not means:
+        return []
+    columns = REENACTMENT_COLUMNS
+    header = " | ".join(h for _, h, _ in columns)
+    lines = ["", "## Self-reenactment against the real video", "", REENACTMENT_EXPLANATION.rstrip(), ""]
+    lines += ["| source | cases | " + header + " |", "|---" * (len(columns) + 2) + "|"]
+    for source, m in means.items():
+        cells = " | ".join(_reenactment_cell(m, k, f, source == REFERENCE) for k, _, f in columns)
+        lines.append(f"| {source} | {m['cases']} | {cells} |")
+    pooled = [
+        f"{source} yaw {_cell(m.get('head_yaw_std_ratio_pooled'), '{:.2f}')}, pitch "
+        f"{_cell(m.get('head_pitch_std_ratio_pooled'), '{:.2f}')}, roll "
+        f"{_cell(m.get('head_roll_std_ratio_pooled'), '{:.2f}')}"
+        for source, m in means.items()
+        if source != REFERENCE
+    ]
+    if pooled:
+        lines += ["", "Pooled head σ ratios (mean output σ over mean real σ): " + "; ".join(pooled) + "."]
+    old_means = (old or {}).get("reenactment") or {}
+    shared = [s for s in means if s in old_means]
+    if shared:
+        lines += ["", f"Change of the means against {old.get('created', 'the old run')} (new minus old):", ""]
+        lines += ["| source | cases | " + header + " |", "|---" * (len(columns) + 2) + "|"]
+        for source in shared:
+            new_m, old_m = means[source], old_means[source]
+            cells = " | ".join(_delta_cell(new_m.get(k), old_m.get(k), f) for k, _, f in columns)
+            lines.append(f"| {source} | {new_m['cases']} (was {old_m.get('cases', '–')}) | {cells} |")
+    sources = document["sources"]
+    lines += ["", "| case | source | " + header + " |", "|---" * (len(columns) + 2) + "|"]
+    for case in sources[REFERENCE]["cases"]:
+        for source in means:
+            m = sources[source]["cases"].get(case)
+            if m is None:
+                continue
+            if "error" in m:
+                message = m["error"][:60].replace("|", "/")
+                lines.append(f"| {case} | {source} | failed: {message} |" + " |" * (len(columns) - 1))
+                continue
+            cells = " | ".join(_reenactment_cell(m, k, f, source == REFERENCE) for k, _, f in columns)
+            lines.append(f"| {case} | {source} | {cells} |")
+    return lines
+
+
 def render_markdown(document: dict[str, Any], old: dict[str, Any] | None = None) -> str:
     """``report.md`` text: one table per source (engines first, then the real clips), a mean row, the
     failures, optional deltas against ``old`` results, and the explanation of the measures."""
@@ -189,6 +314,7 @@ def render_markdown(document: dict[str, Any], old: dict[str, Any] | None = None)
             if old.get("settings", {}).get(key) != value
         ]
         lines += [f"Compared with a run under other settings ({', '.join(changed)}).", ""]
+    lines += render_reenactment(document, old)
     sources = document["sources"]
     order = [s for s in sources if s != REFERENCE] + ([REFERENCE] if REFERENCE in sources else [])
     for source in order:

@@ -17,9 +17,9 @@ import numpy as np
 
 from avatar.engine import AudioWindow, Engine, EngineSession, Frame, PreparedAvatar
 from avatar.errors import PortraitError
-from avatar.parametric.motion import MotionGenerator
-from avatar.parametric.portrait import PortraitRig, prepare_portrait
-from avatar.parametric.renderer import PortraitRenderer
+from avatar.face.portrait import PortraitRig, prepare_portrait
+from avatar.face.renderer import PortraitRenderer
+from avatar.motion import DEFAULT_MOTION, MotionSource, create_motion, motion_source
 
 
 def _portrait_key(portrait: str | Path | np.ndarray, size: int) -> str:
@@ -44,8 +44,9 @@ def _portrait_key(portrait: str | Path | np.ndarray, size: int) -> str:
 class ParametricSession(EngineSession):
     """One live or offline stream: a motion generator (stateful, seeded) and a renderer."""
 
-    def __init__(self, rig: PortraitRig, fps: float, seed: int) -> None:
-        self._motion = MotionGenerator(fps=fps, seed=seed)
+    def __init__(self, rig: PortraitRig, fps: float, seed: int, motion: MotionSource,
+                 motion_model: str | None) -> None:
+        self._motion = create_motion(motion, fps, seed, motion_model)
         self._renderer = PortraitRenderer(rig)
 
     def process(self, window: AudioWindow) -> list[Frame]:
@@ -65,9 +66,16 @@ class ParametricEngine(Engine):
 
     name = "parametric"
 
-    def __init__(self, fps: float = 25.0, size: int = 512, seed: int = 0, cache_size: int = 16, **_: Any):
+    def __init__(self, fps: float = 25.0, size: int = 512, seed: int = 0, cache_size: int = 16,
+                 motion: str = DEFAULT_MOTION, motion_model: str | None = None, **_: Any):
+        """``motion``: ``learned`` (the motion sampler; ``motion_model`` a model folder, default the
+        shipped one; 25 fps only) or ``rules`` (hand-written, any fps). A bad choice or model raises
+        ``ConfigError`` here, at start-up."""
         super().__init__(fps=fps, size=size)
         self.seed = int(seed)
+        self.motion = motion_source(motion)
+        self.motion_model = None if motion_model is None else str(motion_model)
+        create_motion(self.motion, self.fps, 0, self.motion_model)  # fail now, not per session
         self._cache: OrderedDict[str, PreparedAvatar] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -92,4 +100,4 @@ class ParametricEngine(Engine):
     def new_session(self, avatar: PreparedAvatar, seed: int = 0) -> ParametricSession:
         if not isinstance(avatar.data, PortraitRig):
             raise PortraitError("avatar was prepared by another engine; prepare it with this one")
-        return ParametricSession(avatar.data, fps=self.fps, seed=seed)
+        return ParametricSession(avatar.data, self.fps, seed, self.motion, self.motion_model)

@@ -119,7 +119,7 @@ def fill_missing(values: list[np.ndarray | None]) -> np.ndarray:
 
 def head_pose_degrees(face: np.ndarray) -> np.ndarray:
     """(pitch, yaw, roll) degrees from face-mesh landmarks (478, 3) (``avatar.parametric`` convention)."""
-    from avatar.parametric.portrait import head_pose
+    from avatar.face.portrait import head_pose
 
     return np.degrees(np.array(head_pose(face), dtype=np.float32))
 

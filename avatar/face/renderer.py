@@ -3,8 +3,9 @@
 Per frame:
 
 1. ``MotionModel`` turns the motion into vertex displacements from weights precomputed once per
-   portrait (jaw, lips, eyelids, brows; then a 3D head rotation about the neck with falloff into
-   hair and neck, the background ring fixed).
+   portrait (jaw, lips, eyelids, brows), adds the learned full face shape (``FaceMotion.expression``,
+   retargeted to the portrait by ``retarget.py``; the first rings outside the face oval follow it),
+   then a 3D head rotation about the neck with falloff into hair and neck, the background ring fixed.
 2. The backward map is built on a coarse grid (every 4 px at 512): the forward field is interpolated
    with rest-pose barycentrics and inverted by fixed-point iteration; triangles that deform strongly
    are rasterised and inverted exactly. Around the mouth and the eyes, a fine grid is always inverted
@@ -24,7 +25,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from avatar.parametric.mesh import (
+from avatar.face.mesh import (
     BROWS,
     CHIN,
     EYE_LOWER,
@@ -34,13 +35,21 @@ from avatar.parametric.mesh import (
     LIPS_INNER_UPPER,
     LIPS_OUTER_LOWER,
     LIPS_OUTER_UPPER,
+    NUM_FACE_POINTS,
     RING_SCALES,
     WarpGrid,
     corner_bounds,
 )
-from avatar.parametric.motion_types import FaceMotion
-from avatar.parametric.mouth import MouthPainter
-from avatar.parametric.portrait import PortraitRig
+from avatar.face.motion_types import FaceMotion
+from avatar.face.mouth import MouthPainter
+from avatar.face.portrait import PortraitRig
+from avatar.face.retarget import (
+    clean_expression,
+    eye_axes,
+    retarget_expression,
+    rig_metrics,
+    without_opening,
+)
 
 JAW_GAP = 0.18
 """Inner-lip gap at jaw_open = 1, in face heights (FaceMotion's convention)."""
@@ -56,6 +65,10 @@ STEEP_WARP = 0.35
 """Triangles whose warp Jacobian differs from identity by more than this are inverted exactly."""
 LID_COVER = 0.08
 """At blink = 1 the lids meet this fraction of the eye opening below the lower-lid landmarks."""
+RING_FOLLOW = (1.0, 1.7)
+"""Ring points outside the face oval take 1 - smoothstep(lo, hi, ring scale) of the expression offset
+of their oval landmark (about 0.92, 0.61, 0.05 on the first three rings, like the jaw's falloff), so
+the chin and the jaw line move the neck with them instead of tearing from it."""
 
 
 def _smoothstep(lo: float, hi: float, x: np.ndarray) -> np.ndarray:
@@ -64,7 +77,11 @@ def _smoothstep(lo: float, hi: float, x: np.ndarray) -> np.ndarray:
 
 
 def clamp_motion(motion: FaceMotion) -> FaceMotion:
-    """A copy of ``motion`` with every value finite and inside its documented range."""
+    """A copy of ``motion`` with every value finite and inside its documented range.
+
+    ``expression`` is copied as float32 (468, 2) with non-finite offsets set to 0 and each landmark's
+    offset at most ``retarget.EXPRESSION_LIMIT`` face heights long (ValueError on another shape).
+    """
 
     def c(value: float, lo: float, hi: float) -> float:
         value = float(value)
@@ -72,9 +89,10 @@ def clamp_motion(motion: FaceMotion) -> FaceMotion:
 
     a = MAX_HEAD_ANGLE
     m = motion
+    expression = None if m.expression is None else clean_expression(m.expression)
     return FaceMotion(c(m.jaw_open, 0, 1), c(m.lip_width, -1, 1), c(m.lip_press, 0, 1), c(m.blink, 0, 1),
                       c(m.brow_raise, 0, 1), c(m.head_pitch, -a, a), c(m.head_yaw, -a, a),
-                      c(m.head_roll, -a, a), c(m.breath, -1, 1))
+                      c(m.head_roll, -a, a), c(m.breath, -1, 1), expression)
 
 
 class MotionModel:
@@ -85,10 +103,7 @@ class MotionModel:
         lm = rig.landmarks
         verts = mesh.vertices.astype(np.float64)
         self.height = height = rig.face_height
-        eye_l = (lm[33] + lm[133]) / 2
-        eye_r = (lm[263] + lm[362]) / 2
-        ex = (eye_r - eye_l) / max(np.linalg.norm(eye_r - eye_l), 1e-6)
-        ey = np.array([-ex[1], ex[0]])
+        ex, ey = eye_axes(lm)
         self.ex, self.ey = ex, ey
         corners = np.array([(lm[61] + lm[78]) / 2, (lm[291] + lm[308]) / 2], dtype=np.float64)
         mouth = corners.mean(axis=0)
@@ -105,6 +120,8 @@ class MotionModel:
         # the mouth is wide reads as a hole, not a mouth.
         target_gap = min(JAW_GAP * height, MAX_GAP_PER_HALF_WIDTH * half)
         self.jaw_travel = max(target_gap - rest_center_gap, 0.04 * height)
+        self.metrics = rig_metrics(lm, max_gap=rest_center_gap + self.jaw_travel)
+        self.all_up_in, self.all_low_in = np.array(up_in), np.array(low_in)
         corner_d = np.min(np.linalg.norm(verts[:, None, :] - corners[None], axis=2), axis=1)
         corner_w = 0.35 * np.exp(-0.5 * (corner_d / (0.4 * half)) ** 2)
         upper_lip, lower_lip = self._lip_regions(verts, lm)
@@ -151,6 +168,10 @@ class MotionModel:
                       self.brow):
             local[far] = 0.0
         self.points3d = np.column_stack([verts, self._relief(verts, mesh.depth, level)])
+        follow = 1.0 - _smoothstep(RING_FOLLOW[0], RING_FOLLOW[1], level)
+        self.ring_dst = np.flatnonzero((level > 0) & (follow > 0))
+        self.ring_src = np.tile(np.array(FACE_OVAL), len(RING_SCALES) + 1)[self.ring_dst - NUM_FACE_POINTS]
+        self.ring_follow = follow[self.ring_dst]
         self.pivot = np.array([*(lm[CHIN] + 0.25 * height * ey), 0.0])
         self.sway = 0.12 * height  # head translation per radian of pitch / yaw, pixels
 
@@ -231,14 +252,20 @@ class MotionModel:
                         1.0 - _smoothstep(lid_to_brow, lid_to_brow + 0.5 * self.height, above))
         self.brow = np.maximum(self.brow, np.where(above > 0, rise, 0.0) * brow_across)
 
-    def displacements(self, m: FaceMotion) -> np.ndarray:
-        """Forward displacement (V, 2) in pixels of every mesh vertex for a clamped motion."""
+    def displacements(self, m: FaceMotion, jaw_at_rest: bool = False) -> np.ndarray:
+        """Forward displacement (V, 2) in pixels of every mesh vertex for a clamped motion.
+
+        ``jaw_at_rest``: keep the inner-lip gaps of ``m.expression`` at rest (the lower lip follows the
+        upper one), for warping the real interior of an open portrait mouth.
+        """
         ex, ey = self.ex, self.ey
         down = self.jaw * (m.jaw_open * self.jaw_travel)
         across = self.corner_pull * m.jaw_open
         across += self.mouth_scale * (0.14 * m.lip_width if m.lip_width > 0 else 0.3 * m.lip_width)
         down += self.smile * max(m.lip_width, 0.0) + self.pout * max(-m.lip_width, 0.0)
         down += self.blink * m.blink - self.brow * (BROW_LIFT * self.height * m.brow_raise)
+        if m.expression is not None and m.expression.any():
+            self._add_expression(m.expression, across, down, jaw_at_rest)
         if m.lip_press > 0:
             gaps = self.rest_gaps[1:-1] + (down[self.low_in] - down[self.up_in])
             gaps = np.maximum(gaps, 0.0)
@@ -250,6 +277,22 @@ class MotionModel:
         if m.head_pitch or m.head_yaw or m.head_roll:
             disp += self._head(disp, m)
         return disp
+
+    def _add_expression(self, expression: np.ndarray, across: np.ndarray, down: np.ndarray,
+                        jaw_at_rest: bool) -> None:
+        """Add the retargeted ``expression`` (468, 2) to ``across`` / ``down`` (V,) pixels along ex / ey
+        in place: on the face landmarks, and with the falloff ``RING_FOLLOW`` on the rings outside.
+
+        The expression's limits apply on top of what ``down`` already opens (jaw_open)."""
+        base = self.metrics.rest_gaps + (down[self.all_low_in] - down[self.all_up_in])
+        offsets = retarget_expression(expression, self.metrics, base)
+        if jaw_at_rest:
+            offsets = without_opening(offsets, self.metrics)
+        along_x, along_y = offsets @ self.ex, offsets @ self.ey
+        across[:NUM_FACE_POINTS] += along_x
+        down[:NUM_FACE_POINTS] += along_y
+        across[self.ring_dst] += self.ring_follow * along_x[self.ring_src]
+        down[self.ring_dst] += self.ring_follow * along_y[self.ring_src]
 
     def _head(self, disp: np.ndarray, m: FaceMotion) -> np.ndarray:
         """Displacement added by rotating the (already deformed) face about the neck pivot."""
@@ -423,9 +466,10 @@ class PortraitRenderer:
         return frame
 
     def _jaw_at_rest(self, m: FaceMotion, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """The portrait warped by ``m`` without jaw and lip press over ``box`` (x0, y0, x1, y1):
-        float32 (h, w, 3) pixels and the inner-lip polygon (k, 2) of that warp, in image pixels."""
-        disp = self.model.displacements(dataclasses.replace(m, jaw_open=0.0, lip_press=0.0))
+        """The portrait warped by ``m`` without jaw and lip press (and with the expression's inner-lip
+        gaps kept at rest) over ``box`` (x0, y0, x1, y1): float32 (h, w, 3) pixels and the inner-lip
+        polygon (k, 2) of that warp, in image pixels."""
+        disp = self.model.displacements(dataclasses.replace(m, jaw_open=0.0, lip_press=0.0), jaw_at_rest=True)
         moved = self._rest + disp
         polygon = np.concatenate([moved[list(LIPS_INNER_UPPER)], moved[list(LIPS_INNER_LOWER)][-2:0:-1]])
         x0, y0, x1, y1 = box

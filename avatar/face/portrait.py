@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from avatar.errors import ConfigError, PortraitError
-from avatar.parametric.mesh import (
+from avatar.face.mesh import (
     CHIN,
     FOREHEAD_TOP,
     REGIONS,

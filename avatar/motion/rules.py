@@ -34,8 +34,8 @@ import numpy as np
 
 from avatar.engine import SAMPLE_RATE, AudioWindow
 from avatar.errors import ConfigError
-from avatar.parametric.features import FeatureExtractor, SubframeFeatures
-from avatar.parametric.motion_types import FaceMotion
+from avatar.face.motion_types import FaceMotion
+from avatar.motion.features import FeatureExtractor, SubframeFeatures
 
 MAX_HEAD_ANGLE = 0.2
 """Hard limit on every head angle (radians, ~11 degrees)."""
@@ -318,7 +318,7 @@ def _smoothstep(x: float) -> float:
     return x * x * (3.0 - 2.0 * x)
 
 
-class _IdleMotion:
+class IdleMotion:
     """Time-only motion: slow head sway (sums of seeded sinusoids) and a ~0.25 Hz breath."""
 
     def __init__(self, rng: np.random.Generator) -> None:
@@ -351,7 +351,7 @@ class MotionGenerator:
         self._ahead = round(self.tuning.lookahead_ms / 1000.0 / self._sub_dt)  # sub-frames past f / fps
         self._speech = _SpeechState(self.tuning, self._sub_dt)
         rng = np.random.default_rng(seed)
-        self._idle = _IdleMotion(rng)
+        self._idle = IdleMotion(rng)
         self._blinks = _BlinkSchedule(np.random.default_rng([seed, 1]), self.fps)
         self._next_frame: int | None = None
         self._next_sub = 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from avatar.parametric.mesh import LIPS_INNER_LOWER, LIPS_INNER_UPPER, LIPS_OUTER_LOWER, LIPS_OUTER_UPPER
+from avatar.face.mesh import LIPS_INNER_LOWER, LIPS_INNER_UPPER, LIPS_OUTER_LOWER, LIPS_OUTER_UPPER
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _INCISOR_EDGES = np.array([0.0, -0.2, 0.2, -0.38, 0.38, -0.54, 0.54, -0.68, 0.68], dtype=np.float32)

@@ -1,0 +1,221 @@
+"""Training data of the motion sampler: prepared clips (``prepare-motion``) -> motion vectors at 25 fps
+with their mel power, and seeded, augmented batches of (audio context, motion frames, target frame).
+
+A prepared clip (``<prepared>/motion/<stem>.npz``) holds per source video frame ``times``, ``pose``
+(6), ``expression`` (478, 3), ``eye_openness``, ``gaze`` (2), ``keep``, and ``mel_power`` (hops, 40) on
+the 10 ms grid, plus ``speaker_id`` and ``split``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from avatar.errors import ConfigError
+from avatar.motion.audio_features import AHEAD_HOPS, CONTEXT_HOPS, PAST_HOPS, frame_hops, log_mel
+from avatar.motion.representation import SLICES, MotionBasis, eye_blink
+
+FPS = 25.0
+MAX_FRAMES_PER_SPEAKER_FOR_BASIS = 3000
+LOSS_WEIGHTS = {"mouth": 3.0, "brows": 1.0, "blink": 1.0, "gaze": 0.3, "head": 1.0}
+
+
+@dataclass
+class MotionClip:
+    """One clip on the 25 fps grid: raw motion vectors (F, 27), which frames are usable, mel power."""
+
+    name: str
+    speaker: str
+    split: str
+    vectors: np.ndarray
+    valid: np.ndarray
+    mel_power: np.ndarray
+
+    @property
+    def frames(self) -> int:
+        return len(self.vectors)
+
+
+def read_prepared(folder: str | Path, splits: tuple[str, ...]) -> list[dict]:
+    """The prepared clips of ``splits`` in ``folder/motion`` (dicts of arrays). ConfigError if none."""
+    files = sorted((Path(folder) / "motion").glob("*.npz"))
+    clips = []
+    for path in files:
+        with np.load(path, allow_pickle=False) as data:
+            item = {k: data[k] for k in data.files}
+        item["name"] = path.stem
+        if str(item.get("split", "train")) in splits and item["keep"].sum() >= FPS:
+            clips.append(item)
+    if not clips:
+        raise ConfigError(f"no prepared clips of split {','.join(splits)} in {folder}/motion "
+                          "(run python -m avatar prepare-motion first)")
+    return clips
+
+
+def head_relative(pose: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """(frames, 5): pitch, yaw, roll and x, y translation (face heights) relative to the clip median."""
+    angles = pose[:, :3] - np.median(pose[keep, :3], axis=0)
+    size = np.exp(pose[:, 5:6])
+    shift = pose[:, 3:5] * size
+    scale = float(np.median(size[keep]))
+    shift = (shift - np.median(shift[keep], axis=0)) / scale
+    return np.concatenate([angles, shift], axis=1).astype(np.float32)
+
+
+def source_vectors(item: dict, basis: MotionBasis) -> np.ndarray:
+    """Raw motion vectors (source frames, 27) of a prepared clip (non-kept frames hold garbage)."""
+    keep = item["keep"].astype(bool)
+    expression = np.nan_to_num(item["expression"])
+    gaze = item["gaze"] - np.median(item["gaze"][keep], axis=0)
+    blink = eye_blink(item["eye_openness"], keep)
+    return basis.encode(expression, blink, np.nan_to_num(gaze), np.nan_to_num(head_relative(item["pose"], keep)))
+
+
+def resample(item: dict, vectors: np.ndarray, fps: float = FPS) -> tuple[np.ndarray, np.ndarray]:
+    """Linear interpolation of source-frame vectors onto the ``fps`` grid; a frame is valid when both
+    neighbouring source frames are kept and at most 1.6 source frame intervals apart."""
+    times, keep = item["times"].astype(np.float64), item["keep"].astype(bool)
+    grid = np.arange(int(np.floor(times[-1] * fps)) + 1) / fps
+    right = np.clip(np.searchsorted(times, grid), 1, len(times) - 1)
+    left = right - 1
+    span = times[right] - times[left]
+    weight = np.clip((grid - times[left]) / np.maximum(span, 1e-9), 0.0, 1.0)[:, None]
+    out = (1 - weight) * vectors[left] + weight * vectors[right]
+    interval = float(np.median(np.diff(times))) if len(times) > 1 else 1.0 / fps
+    valid = keep[left] & keep[right] & (span <= 1.6 * interval) & (grid >= times[0])
+    return out.astype(np.float32), valid
+
+
+def fit_basis(items: list[dict], seed: int = 0) -> MotionBasis:
+    """PCA bases from kept frames of the training clips (at most 3,000 frames per speaker)."""
+    rng = np.random.default_rng(seed)
+    by_speaker: dict[str, list[np.ndarray]] = {}
+    for item in items:
+        frames = np.flatnonzero(item["keep"])
+        by_speaker.setdefault(str(item["speaker_id"]), []).append(item["expression"][frames])
+    samples = []
+    for chunks in by_speaker.values():
+        frames = np.concatenate(chunks)
+        pick = rng.permutation(len(frames))[:MAX_FRAMES_PER_SPEAKER_FOR_BASIS]
+        samples.append(frames[pick])
+    return MotionBasis.fit_pca(np.nan_to_num(np.concatenate(samples)))
+
+
+def build_clips(items: list[dict], basis: MotionBasis) -> list[MotionClip]:
+    clips = []
+    for item in items:
+        vectors, valid = resample(item, source_vectors(item, basis))
+        clips.append(MotionClip(item["name"], str(item["speaker_id"]), str(item["split"]), vectors, valid,
+                                item["mel_power"].astype(np.float32)))
+    return clips
+
+
+def loss_weights() -> np.ndarray:
+    """Per-value loss weights (27,) of the normalised motion vector."""
+    weights = np.ones(SLICES.head.stop, np.float32)
+    weights[SLICES.mouth] = LOSS_WEIGHTS["mouth"]
+    weights[SLICES.brows] = LOSS_WEIGHTS["brows"]
+    weights[SLICES.blink] = LOSS_WEIGHTS["blink"]
+    weights[SLICES.gaze] = LOSS_WEIGHTS["gaze"]
+    weights[SLICES.head] = LOSS_WEIGHTS["head"]
+    return weights
+
+
+def mel_window(mel_power: np.ndarray, frame: int) -> np.ndarray:
+    """Mel power (48, 40) of the hops frame ``frame`` sees (zeros outside the clip)."""
+    centre = frame_hops(frame, FPS)
+    out = np.zeros((CONTEXT_HOPS, mel_power.shape[1]), np.float32)
+    lo, hi = centre - PAST_HOPS, centre + AHEAD_HOPS + 1
+    a, b = max(lo, 0), min(hi, len(mel_power))
+    if b > a:
+        out[a - lo:b - lo] = mel_power[a:b]
+    return out
+
+
+@dataclass
+class Augment:
+    """Audio and motion-frame augmentation (all off for validation)."""
+
+    gain_db: float = 12.0
+    noise_prob: float = 0.5
+    snr_db: tuple[float, float] = (5.0, 40.0)
+    shift_prob: float = 0.5
+    shift_bins: float = 1.5
+    context_noise: float = 0.1
+    mouth_context_noise: float = 1.0
+    """The mouth block of the motion frames gets noise of std U(0.2, 1) * this: the mouth must come
+    from the audio, not from copying the last frames (which alone predict the next frame well)."""
+    audio_drop: float = 0.15
+
+
+class MotionSamples:
+    """Frames to learn from, sampled with speaker weights ``1 / sqrt(speaker frames)`` (so one speaker
+    with hours cannot dominate), turned into batches of normalised arrays."""
+
+    def __init__(self, clips: list[MotionClip], basis: MotionBasis, context_frames: int) -> None:
+        self.clips, self.basis, self.n = clips, basis, context_frames
+        self.normed = [basis.normalise(c.vectors) for c in clips]
+        refs, weights = [], []
+        speaker_frames: dict[str, int] = {}
+        for c in clips:
+            speaker_frames[c.speaker] = speaker_frames.get(c.speaker, 0) + int(c.valid.sum())
+        for ci, c in enumerate(clips):
+            ok = c.valid.copy()
+            for k in range(1, context_frames + 1):  # the motion frames must be usable too
+                ok[k:] &= c.valid[:-k]
+            frames = np.flatnonzero(ok)
+            refs.append(np.stack([np.full(len(frames), ci), frames], axis=1))
+            weights.append(np.full(len(frames), 1.0 / np.sqrt(speaker_frames[c.speaker])))
+        self.refs = np.concatenate(refs)
+        w = np.concatenate(weights)
+        self.probs = w / w.sum()
+        speech = np.concatenate([c.mel_power.sum(axis=1) for c in clips])
+        self.speech_power = float(np.median(speech[speech > 0])) if (speech > 0).any() else 1.0
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def batch(self, rng: np.random.Generator, size: int, aug: Augment | None) -> dict[str, np.ndarray]:
+        pick = self.refs[rng.choice(len(self.refs), size=size, p=self.probs)]
+        return self.gather(pick, rng, aug)
+
+    def gather(self, refs: np.ndarray, rng: np.random.Generator | None, aug: Augment | None
+               ) -> dict[str, np.ndarray]:
+        """Arrays for (clip, frame) pairs: mel (B, 48, 40) log, context (B, n, 27), target (B, 27),
+        audio_keep (B,)."""
+        mel = np.stack([mel_window(self.clips[c].mel_power, f) for c, f in refs])
+        context = np.stack([self.normed[c][np.maximum(np.arange(f - self.n, f), 0)] for c, f in refs])
+        target = np.stack([self.normed[c][f] for c, f in refs])
+        keep = np.ones(len(refs), np.float32)
+        if aug is not None and rng is not None:
+            mel = self._augment_audio(mel, rng, aug)
+            context = context + rng.normal(size=context.shape).astype(np.float32) * (
+                aug.context_noise * rng.random((len(refs), 1, 1)).astype(np.float32))
+            mouth_std = aug.mouth_context_noise * rng.uniform(0.2, 1.0, size=(len(refs), 1, 1))
+            context[:, :, SLICES.mouth] += (rng.normal(size=context[:, :, SLICES.mouth].shape)
+                                            * mouth_std).astype(np.float32)
+            keep = (rng.random(len(refs)) >= aug.audio_drop).astype(np.float32)
+        return {"mel": log_mel(mel), "context": context.astype(np.float32), "target": target,
+                "audio_keep": keep}
+
+    def _augment_audio(self, mel: np.ndarray, rng: np.random.Generator, aug: Augment) -> np.ndarray:
+        b, _, bands = mel.shape
+        mel = mel * (10.0 ** (rng.uniform(-aug.gain_db, aug.gain_db, size=(b, 1, 1)) / 10.0))
+        shift = rng.uniform(-aug.shift_bins, aug.shift_bins, size=b) * (rng.random(b) < aug.shift_prob)
+        grid = np.arange(bands, dtype=np.float32)
+        for i in np.flatnonzero(shift):
+            src = np.clip(grid - shift[i], 0, bands - 1)
+            lo = np.floor(src).astype(int)
+            hi = np.minimum(lo + 1, bands - 1)
+            frac = (src - lo)[None]
+            mel[i] = mel[i][:, lo] * (1 - frac) + mel[i][:, hi] * frac
+        noisy = rng.random(b) < aug.noise_prob
+        if noisy.any():
+            snr = rng.uniform(*aug.snr_db, size=(b, 1, 1))
+            tilt = rng.uniform(-1.0, 0.3, size=(b, 1, 1)) * np.linspace(0, 3, bands)[None, None]
+            level = self.speech_power / bands * 10.0 ** (-snr / 10.0)
+            noise = level * 10.0 ** tilt * rng.exponential(size=mel.shape)
+            mel = np.where(noisy[:, None, None], mel + noise, mel)
+        return mel.astype(np.float32)
