@@ -32,3 +32,13 @@ def create_engine(name: str, **options: Any) -> Engine:
         return getattr(module, class_name)(**options)
     except TypeError as exc:
         raise ConfigError(f"engine {name!r}: bad option ({exc})") from None
+
+
+def motion_options(args: Any) -> dict[str, str]:
+    """Engine options from the ``--motion`` / ``--motion-model`` command-line flags (unset ones omitted)."""
+    options = {}
+    if getattr(args, "motion", None):
+        options["motion"] = args.motion
+    if getattr(args, "motion_model", None):
+        options["motion_model"] = args.motion_model
+    return options

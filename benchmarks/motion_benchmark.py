@@ -85,16 +85,24 @@ def long_session(source: MotionSource, model: str | None, audio: np.ndarray) -> 
     blink = np.array([m.blink for m in motions])
     per_min = []
     for k in range(0, len(motions), 60 * FPS):
-        part, lids = angles[k:k + 60 * FPS], blink[k:k + 60 * FPS]
+        part, lids = angles[k : k + 60 * FPS], blink[k : k + 60 * FPS]
         rises = int(((lids[1:] > 0.5) & (lids[:-1] <= 0.5)).sum())
-        per_min.append({"mean_deg": np.round(part.mean(axis=0), 2).tolist(),
-                        "std_deg": np.round(part.std(axis=0), 2).tolist(),
-                        "blinks": rises * 60 * FPS / max(len(part), 1)})
-    return {"minutes": len(motions) / FPS / 60, "max_abs_deg": np.round(np.abs(angles).max(axis=0), 2).tolist(),
-            "mean_deg": np.round(angles.mean(axis=0), 2).tolist(),
-            "std_deg": np.round(angles.std(axis=0), 2).tolist(),
-            "worst_minute_mean_deg": np.round(np.abs([m["mean_deg"] for m in per_min]).max(axis=0), 2).tolist(),
-            "blinks_per_min": float(np.mean([m["blinks"] for m in per_min])), "per_minute": per_min}
+        per_min.append(
+            {
+                "mean_deg": np.round(part.mean(axis=0), 2).tolist(),
+                "std_deg": np.round(part.std(axis=0), 2).tolist(),
+                "blinks": rises * 60 * FPS / max(len(part), 1),
+            }
+        )
+    return {
+        "minutes": len(motions) / FPS / 60,
+        "max_abs_deg": np.round(np.abs(angles).max(axis=0), 2).tolist(),
+        "mean_deg": np.round(angles.mean(axis=0), 2).tolist(),
+        "std_deg": np.round(angles.std(axis=0), 2).tolist(),
+        "worst_minute_mean_deg": np.round(np.abs([m["mean_deg"] for m in per_min]).max(axis=0), 2).tolist(),
+        "blinks_per_min": float(np.mean([m["blinks"] for m in per_min])),
+        "per_minute": per_min,
+    }
 
 
 def main() -> int:
@@ -104,17 +112,24 @@ def main() -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     minute = session_audio(1.0)
-    results = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-               "date": time.strftime("%Y-%m-%d"), "speed_ms_per_frame": {}, "long_session": {}}
+    results = {
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "date": time.strftime("%Y-%m-%d"),
+        "speed_ms_per_frame": {},
+        "long_session": {},
+    }
     audio = session_audio(args.minutes, seed=1)
     for source in (MotionSource.LEARNED, MotionSource.RULES):
         results["speed_ms_per_frame"][source.value] = round(speed(source, args.model, minute), 3)
         session = long_session(source, args.model, audio)
         results["long_session"][source.value] = session
-        print(f"{source.value}: {results['speed_ms_per_frame'][source.value]:.2f} ms/frame; "
-              f"{session['minutes']:.1f} min: head mean {session['mean_deg']} deg, std {session['std_deg']}, "
-              f"max |angle| {session['max_abs_deg']}, worst minute mean {session['worst_minute_mean_deg']}, "
-              f"{session['blinks_per_min']:.1f} blinks/min", flush=True)
+        print(
+            f"{source.value}: {results['speed_ms_per_frame'][source.value]:.2f} ms/frame; "
+            f"{session['minutes']:.1f} min: head mean {session['mean_deg']} deg, std {session['std_deg']}, "
+            f"max |angle| {session['max_abs_deg']}, worst minute mean {session['worst_minute_mean_deg']}, "
+            f"{session['blinks_per_min']:.1f} blinks/min",
+            flush=True,
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return 0

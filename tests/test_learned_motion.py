@@ -15,8 +15,10 @@ from avatar.motion.network import CONFIG_NAME, WEIGHTS_NAME, MotionDenoiser, Mot
 from avatar.motion.representation import MOTION_DIM, SLICES, MotionBasis, part_dims
 from avatar.motion.sampler import SamplerKind, SamplerSettings, sample_clips
 
-TINY = [MotionNetConfig(part=part, hidden=16, blocks=1, audio_hidden=8, context_frames=3)
-        for part in ("mouth", "head")]
+TINY = [
+    MotionNetConfig(part=part, hidden=16, blocks=1, audio_hidden=8, context_frames=3)
+    for part in ("mouth", "head")
+]
 
 
 def _tiny_params(config: MotionNetConfig, seed: int = 0) -> dict[str, np.ndarray]:
@@ -34,8 +36,12 @@ def _tiny_params(config: MotionNetConfig, seed: int = 0) -> dict[str, np.ndarray
 def _tiny_basis() -> MotionBasis:
     rng = np.random.default_rng(0)
     basis = MotionBasis.fit_pca(rng.normal(0.0, 0.01, size=(64, 478, 3)).astype(np.float32))
-    vectors = basis.encode(rng.normal(0.0, 0.01, size=(64, 478, 3)).astype(np.float32), rng.random(64),
-                           rng.normal(0, 0.05, (64, 2)), rng.normal(0, 0.05, (64, 5)))
+    vectors = basis.encode(
+        rng.normal(0.0, 0.01, size=(64, 478, 3)).astype(np.float32),
+        rng.random(64),
+        rng.normal(0, 0.05, (64, 2)),
+        rng.normal(0, 0.05, (64, 5)),
+    )
     basis.fit_normalisation(vectors)
     return basis
 
@@ -43,8 +49,13 @@ def _tiny_basis() -> MotionBasis:
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("motion_model")
-    MotionNets.save_pretrained(folder, TINY, [_tiny_params(c, seed=i) for i, c in enumerate(TINY)],
-                               _tiny_basis().arrays(), {"sampler": {"kind": "consistency", "steps": 2}})
+    MotionNets.save_pretrained(
+        folder,
+        TINY,
+        [_tiny_params(c, seed=i) for i, c in enumerate(TINY)],
+        _tiny_basis().arrays(),
+        {"sampler": {"kind": "consistency", "steps": 2}},
+    )
     return folder
 
 
@@ -112,8 +123,9 @@ def test_parts_assemble_the_whole_vector(tiny_model):
     x = rng.normal(size=(2, MOTION_DIM)).astype(np.float32)
     v = nets.velocity(x, np.ones(2, np.float32), nets.condition(mel, context))
     head = next(n for n in nets.nets if n.config.part == "head")
-    alone = head.velocity(x[:, head.config.dims], np.ones(2, np.float32),
-                          head.condition(mel, context[..., head.config.dims]))
+    alone = head.velocity(
+        x[:, head.config.dims], np.ones(2, np.float32), head.condition(mel, context[..., head.config.dims])
+    )
     assert np.allclose(v[:, head.config.dims], alone)
 
 
@@ -134,7 +146,9 @@ def test_streaming_windows_equal_one_offline_pass(tiny_model):
     yaw = model.basis.denormalise(offline)[:, SLICES.head][:, 1]
     from avatar.motion.representation import HEAD_LIMIT, TURN_GAIN
 
-    assert np.allclose(np.clip(TURN_GAIN * yaw, -HEAD_LIMIT, HEAD_LIMIT), [m.head_yaw for m in one], atol=1e-5)
+    assert np.allclose(
+        np.clip(TURN_GAIN * yaw, -HEAD_LIMIT, HEAD_LIMIT), [m.head_yaw for m in one], atol=1e-5
+    )
 
 
 def test_overlapping_windows_return_cached_frames(tiny_model):

@@ -245,7 +245,7 @@ def test_cli_runs_two_motion_variants_on_val_cases(rendered, tmp_path, monkeypat
         monkeypatch,
         capsys,
         "--engine",
-        "parametric:rules,parametric",  # two sources; parametric:learned needs the shipped motion model
+        "parametric:rules,parametric",  # rules and the default motion (learned at 25 fps)
         "--cases",
         "val",
         "--data-dir",
@@ -265,16 +265,18 @@ def test_cli_runs_two_motion_variants_on_val_cases(rendered, tmp_path, monkeypat
     for source in ("parametric:rules", "parametric"):
         means = document["reenactment"][source]
         assert means["cases"] == 2 and means["face_detection_rate"] == 1.0
-        assert 0.0 < means["lmd"] < 0.05 and means["gt_r"] > 0.5
+        assert 0.0 < means["lmd"] < 0.08
         assert set(document["sources"][source]["cases"]) == {"late_face", "own_sound"}
+    # The clip was rendered with the rules: they reproduce it; the learned motion is another motion.
+    assert document["reenactment"]["parametric:rules"]["gt_r"] > 0.5
     report = (out / "report.md").read_text()
     assert "## Self-reenactment against the real video" in report
     assert "| parametric | 2 |" in report and "| own_sound | parametric:rules |" in report
     rules, plain = (document["sources"][s]["cases"]["own_sound"] for s in ("parametric:rules", "parametric"))
     timing = ("ms_per_frame", "real_time_factor", "prepare_s", "render_s")
-    assert {k: v for k, v in rules.items() if k not in timing} == {
+    assert {k: v for k, v in rules.items() if k not in timing} != {
         k: v for k, v in plain.items() if k not in timing
-    }  # rules is the default motion: the same frames
+    }  # the default motion is the learned one: other frames
     assert "Pooled head σ ratios" in report and (out / "portraits" / "own_sound.png").is_file()
     from avatar.evaluation.report import render_markdown
 

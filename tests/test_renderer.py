@@ -351,7 +351,8 @@ def test_expression_x_offsets_scale_with_the_mouth_width(renderer) -> None:
     assert canonical == pytest.approx([0.02, 0.01], abs=1e-6)
     assert wide[0] / canonical[0] == pytest.approx(0.34 / CANONICAL_MOUTH_WIDTH, rel=1e-5)
     assert narrow[0] / canonical[0] == pytest.approx(0.24 / CANONICAL_MOUTH_WIDTH, rel=1e-5)
-    assert wide[1] == pytest.approx(0.01, abs=1e-6) and narrow[1] == pytest.approx(0.01, abs=1e-6)  # y: not scaled
+    # y is not scaled by the width
+    assert wide[1] == pytest.approx(0.01, abs=1e-6) and narrow[1] == pytest.approx(0.01, abs=1e-6)
     assert corner(5.0)[0] == pytest.approx(1.4 * 0.02) and corner(0.01)[0] == pytest.approx(0.7 * 0.02)
 
 

@@ -19,12 +19,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for blinks and head motion (default 0)")
     p.add_argument("--checkpoint", help="trained EMO checkpoint folder (for --engine emo)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--motion", default=None, help="learned (the motion sampler) or rules (hand-written)")
+    p.add_argument("--motion-model", default=None, help="motion model folder for --motion learned")
     signing.add_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from avatar.engines import create_engine
+    from avatar.engines import create_engine, motion_options
     from avatar.errors import ConfigError
     from avatar.render import render_file
 
@@ -33,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if not 64 <= args.size <= 2048:
         raise ConfigError(f"--size must be between 64 and 2048, got {args.size}")
     options = {"checkpoint": args.checkpoint} if args.checkpoint else {}
+    options.update(motion_options(args))
     identity = signing.resolve(args)
     engine = create_engine(args.engine, fps=args.fps, size=args.size, seed=args.seed, **options)
     stats = render_file(engine, args.portrait, args.audio, args.out, seed=args.seed, progress=not args.quiet,

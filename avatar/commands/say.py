@@ -17,6 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", default="parametric", help="parametric (default) or emo")
     p.add_argument("--size", type=int, default=512, help="output width and height (default 512)")
     p.add_argument("--seed", type=int, default=0, help="seed for blinks and head motion")
+    p.add_argument("--motion", default=None, help="learned (the motion sampler) or rules (hand-written)")
+    p.add_argument("--motion-model", default=None, help="motion model folder for --motion learned")
     signing.add_options(p)
     p.set_defaults(func=run)
 
@@ -24,13 +26,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from scipy.signal import resample_poly
 
-    from avatar.engines import create_engine
+    from avatar.engines import create_engine, motion_options
     from avatar.render import render_audio
     from avatar.tts import create_tts
 
     identity = signing.resolve(args)
     audio = create_tts("espeak").synthesize(args.text, args.voice)
-    engine = create_engine(args.engine, fps=25, size=args.size, seed=args.seed)
+    engine = create_engine(args.engine, fps=25, size=args.size, seed=args.seed, **motion_options(args))
     stats = render_audio(engine, args.portrait, audio, resample_poly(audio, 3, 1), args.out, seed=args.seed,
                          badge=args.badge)
     signed = signing.sign_output(args, identity, args.out, args.portrait, args.engine, stats.session_id)

@@ -17,8 +17,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, log.jsonl, model/ (continued)")
     p.add_argument("--steps", type=int, default=None, help="total optimiser steps (default 6000 / 3000)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a training option (e.g. lr=5e-4, guidance=2, audio_drop=0.15)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a training option (e.g. lr=5e-4, guidance=2, audio_drop=0.15)",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -24,7 +24,7 @@ from avatar.errors import ConfigError
 from avatar.face.motion_types import FaceMotion
 from avatar.face.portrait import PortraitRig
 from avatar.face.renderer import PortraitRenderer
-from avatar.motion import DEFAULT_MOTION, MotionStream, create_motion, motion_source
+from avatar.motion import MotionStream, create_motion, motion_source
 from avatar.motion.canonical import BROW_POINTS
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "emo_demo"
@@ -68,12 +68,12 @@ class EmoEngine(Engine):
         scheduler: str | None = None,
         steps: int | None = None,
         audio_guidance: float | None = None,
-        motion: str = DEFAULT_MOTION,
+        motion: str | None = None,
         motion_model: str | Path | None = None,
     ) -> None:
         super().__init__(fps=fps, size=size)
         self.seed = int(seed)
-        self.motion = motion_source(motion)  # head, blinks and brows around the generated mouth
+        self.motion = motion_source(motion, self.fps)  # head, blinks and brows around the generated mouth
         self.motion_model = None if motion_model is None else str(motion_model)
         create_motion(self.motion, self.fps, 0, self.motion_model)  # a bad model fails at start-up
         cfg = config if isinstance(config, EmoConfig) else load_emo_config(config, toy=toy)

@@ -1,4 +1,5 @@
-"""Audio -> per-frame ``FaceMotion``: the learned motion sampler (``learned``) or hand-written rules (``rules``).
+"""Audio -> per-frame ``FaceMotion``: the learned motion sampler (``learned``) or hand-written rules
+(``rules``).
 
 ``create_motion`` is what both engines call; ``MotionSource`` names the choice (engine option ``motion``).
 """
@@ -19,7 +20,9 @@ class MotionSource(StrEnum):
     RULES = "rules"
 
 
-DEFAULT_MOTION = MotionSource.RULES
+DEFAULT_MOTION = MotionSource.LEARNED
+LEARNED_FPS = 25.0
+"""The learned sampler generates frames at this rate only (it was trained on a 25 fps grid)."""
 
 
 class MotionStream(Protocol):
@@ -32,8 +35,11 @@ class MotionStream(Protocol):
     def context_needed_ms(self) -> float: ...
 
 
-def motion_source(value: object) -> MotionSource:
-    """``value`` as a MotionSource; ConfigError with the choices otherwise."""
+def motion_source(value: object, fps: float = 25.0) -> MotionSource:
+    """``value`` as a MotionSource (None: the default, ``learned``, except at frame rates other than 25
+    fps, where only the rules run); ConfigError with the choices otherwise."""
+    if value is None:
+        return DEFAULT_MOTION if abs(float(fps) - LEARNED_FPS) < 1e-6 else MotionSource.RULES
     try:
         return MotionSource(str(value))
     except ValueError:
@@ -41,11 +47,12 @@ def motion_source(value: object) -> MotionSource:
         raise ConfigError(f"unknown motion {value!r}; choose one of: {choices}") from None
 
 
-def create_motion(source: MotionSource | str, fps: float, seed: int,
-                  model: str | Path | None = None) -> MotionStream:
+def create_motion(
+    source: MotionSource | str | None, fps: float, seed: int, model: str | Path | None = None
+) -> MotionStream:
     """A seeded motion generator. ``learned`` loads ``model`` (a motion model folder; default: the
-    shipped one) and runs at 25 fps only; ``rules`` runs at any rate."""
-    source = motion_source(source)
+    shipped one) and runs at 25 fps only; ``rules`` runs at any rate; None picks the default."""
+    source = motion_source(source, fps)
     if source == MotionSource.RULES:
         from avatar.motion.rules import MotionGenerator
 

@@ -79,7 +79,7 @@ def clip_reader(audio: np.ndarray):
         out = np.zeros(stop - start, dtype=np.float32)
         lo, hi = max(start, 0), min(stop, audio.size)
         if hi > lo:
-            out[lo - start:hi - start] = audio[lo:hi]
+            out[lo - start : hi - start] = audio[lo:hi]
         return out
 
     return read

@@ -22,8 +22,39 @@ import numpy as np
 from avatar.face.mesh import BROWS, EYE_LOWER, EYE_UPPER, LIPS_INNER_LOWER, LIPS_INNER_UPPER
 
 NUM_FACE_POINTS = 468
-STABLE_POINTS = (33, 133, 362, 263, 1, 4, 5, 6, 168, 197, 195, 10, 151, 9, 8, 234, 454, 127, 356, 116, 345,
-                 117, 346, 6, 122, 351, 196, 419, 168, 193, 417)
+STABLE_POINTS = (
+    33,
+    133,
+    362,
+    263,
+    1,
+    4,
+    5,
+    6,
+    168,
+    197,
+    195,
+    10,
+    151,
+    9,
+    8,
+    234,
+    454,
+    127,
+    356,
+    116,
+    345,
+    117,
+    346,
+    6,
+    122,
+    351,
+    196,
+    419,
+    168,
+    193,
+    417,
+)
 """Landmarks that move with the skull, not with speech: the similarity fit uses only these."""
 EYE_POINTS = tuple(sorted({i for eye in EYE_UPPER + EYE_LOWER for i in eye}))
 BROW_POINTS = tuple(i for brow in BROWS for i in brow)
@@ -61,7 +92,14 @@ def rotation_to_euler(rot: np.ndarray) -> tuple[float, float, float]:
 
 def euler_to_rotation(pitch: float, yaw: float, roll: float) -> np.ndarray:
     """Inverse of ``rotation_to_euler``."""
-    cp, sp, cy, sy, cr, sr = np.cos(pitch), np.sin(pitch), np.cos(yaw), np.sin(yaw), np.cos(roll), np.sin(roll)
+    cp, sp, cy, sy, cr, sr = (
+        np.cos(pitch),
+        np.sin(pitch),
+        np.cos(yaw),
+        np.sin(yaw),
+        np.cos(roll),
+        np.sin(roll),
+    )
     rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
     ry = np.array([[cy, 0, -sy], [0, 1, 0], [sy, 0, cy]])
     rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])

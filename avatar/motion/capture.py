@@ -54,9 +54,15 @@ class ClipCapture:
     def save(self, path: str | Path) -> None:
         """Write a compressed ``.npz`` (float16 is not used: landmark noise is ~0.1 px)."""
         np.savez_compressed(
-            Path(path), version=CAPTURE_VERSION, landmarks=self.landmarks.astype(np.float32),
-            faces=self.faces.astype(np.uint8), times=self.times, fps=self.fps, width=self.width,
-            height=self.height, audio=self.audio.astype(np.float32),
+            Path(path),
+            version=CAPTURE_VERSION,
+            landmarks=self.landmarks.astype(np.float32),
+            faces=self.faces.astype(np.uint8),
+            times=self.times,
+            fps=self.fps,
+            width=self.width,
+            height=self.height,
+            audio=self.audio.astype(np.float32),
         )
 
     @classmethod
@@ -65,16 +71,28 @@ class ClipCapture:
         try:
             with np.load(Path(path)) as data:
                 if int(data["version"]) != CAPTURE_VERSION:
-                    raise AvatarError(f"{Path(path).name}: capture version {int(data['version'])}, "
-                                      f"expected {CAPTURE_VERSION}; run prepare-motion again")
-                return cls(data["landmarks"], data["faces"], data["times"], float(data["fps"]),
-                           int(data["width"]), int(data["height"]), data["audio"])
+                    raise AvatarError(
+                        f"{Path(path).name}: capture version {int(data['version'])}, "
+                        f"expected {CAPTURE_VERSION}; run prepare-motion again"
+                    )
+                return cls(
+                    data["landmarks"],
+                    data["faces"],
+                    data["times"],
+                    float(data["fps"]),
+                    int(data["width"]),
+                    int(data["height"]),
+                    data["audio"],
+                )
         except (OSError, KeyError, ValueError) as exc:
-            raise AvatarError(f"cannot read motion capture {Path(path).name}: {exc.__class__.__name__}") from None
+            raise AvatarError(
+                f"cannot read motion capture {Path(path).name}: {exc.__class__.__name__}"
+            ) from None
 
 
-def capture_clip(video: str | Path, audio: str | Path | None = None, max_seconds: float | None = None
-                 ) -> ClipCapture:
+def capture_clip(
+    video: str | Path, audio: str | Path | None = None, max_seconds: float | None = None
+) -> ClipCapture:
     """Track the face mesh through ``video`` and load its speech (from ``audio`` when given, e.g. a WAV of
     the same length, else from the video's own sound track).
 
@@ -91,8 +109,9 @@ def capture_clip(video: str | Path, audio: str | Path | None = None, max_seconds
     speech = load_audio(audio if audio is not None else video)
     if max_seconds is not None:
         speech = speech[: int(round(max_seconds * SAMPLE_RATE))]
-    mesh = create_face_mesh(static_image_mode=False, max_num_faces=2, min_detection_confidence=0.5,
-                            min_tracking_confidence=0.5)
+    mesh = create_face_mesh(
+        static_image_mode=False, max_num_faces=2, min_detection_confidence=0.5, min_tracking_confidence=0.5
+    )
     rows: list[np.ndarray] = []
     counts: list[int] = []
     times: list[float] = []
@@ -101,8 +120,13 @@ def capture_clip(video: str | Path, audio: str | Path | None = None, max_seconds
         for time, frame in read_video(video, max_seconds=max_seconds):
             height, width = frame.shape[:2]
             scale = min(1.0, MAX_SIDE / max(height, width))
-            small = frame if scale >= 1.0 else cv2.resize(
-                frame, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+            small = (
+                frame
+                if scale >= 1.0
+                else cv2.resize(
+                    frame, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA
+                )
+            )
             result = mesh.process(np.ascontiguousarray(small))
             points = np.full((NUM_LANDMARKS, 3), np.nan, dtype=np.float32)
             found = result.multi_face_landmarks or []
@@ -117,8 +141,15 @@ def capture_clip(video: str | Path, audio: str | Path | None = None, max_seconds
         mesh.close()
     if not rows:
         raise AvatarError(f"no video frames in {video.name}")
-    return ClipCapture(np.stack(rows), np.array(counts, dtype=np.uint8), np.array(times, dtype=np.float64),
-                       fps, width, height, speech)
+    return ClipCapture(
+        np.stack(rows),
+        np.array(counts, dtype=np.uint8),
+        np.array(times, dtype=np.float64),
+        fps,
+        width,
+        height,
+        speech,
+    )
 
 
 def _span(points: object) -> float:

@@ -37,10 +37,13 @@ class MotionModel:
         self.basis = MotionBasis.from_arrays(arrays)
         options = config.get("sampler", {})
         try:
-            self.settings = SamplerSettings(kind=SamplerKind(options.get("kind", "consistency")),
-                                            steps=int(options.get("steps", 2)),
-                                            guidance=float(options.get("guidance", 1.0)),
-                                            mouth_temperature=float(options.get("mouth_temperature", 1.0)))
+            self.settings = SamplerSettings(
+                kind=SamplerKind(options.get("kind", "consistency")),
+                steps=int(options.get("steps", 2)),
+                guidance=float(options.get("guidance", 1.0)),
+                mouth_temperature=float(options.get("mouth_temperature", 1.0)),
+                head_temperature=float(options.get("head_temperature", 1.0)),
+            )
         except ValueError as exc:
             raise ConfigError(f"motion model {self.folder}: bad sampler settings ({exc})") from None
         if any(abs(n.config.fps - 25.0) > 1e-6 for n in self.net.nets):
@@ -66,14 +69,20 @@ def load_motion_model(folder: str | Path | None = None) -> MotionModel:
 class LearnedMotionGenerator:
     """Turns audio windows into one ``FaceMotion`` per video frame with the learned sampler."""
 
-    def __init__(self, fps: float = 25.0, seed: int = 0, model: MotionModel | None = None,
-                 settings: SamplerSettings | None = None) -> None:
+    def __init__(
+        self,
+        fps: float = 25.0,
+        seed: int = 0,
+        model: MotionModel | None = None,
+        settings: SamplerSettings | None = None,
+    ) -> None:
         if abs(float(fps) - 25.0) > 1e-6:
             raise ConfigError(f"learned motion runs at 25 fps, not {fps:g}: use motion: rules at other rates")
         self.fps = 25.0
         self.model = model or load_motion_model()
-        self.sampler = StreamingSampler(self.model.net, self.model.start, settings or self.model.settings,
-                                        seed, self.fps)
+        self.sampler = StreamingSampler(
+            self.model.net, self.model.start, settings or self.model.settings, seed, self.fps
+        )
         self._idle = IdleMotion(np.random.default_rng(seed))
         self._recent: dict[int, FaceMotion] = {}
 

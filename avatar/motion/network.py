@@ -101,9 +101,10 @@ def gelu(x: np.ndarray) -> np.ndarray:
 
 
 def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float = 1e-5) -> np.ndarray:
-    mean = x.mean(axis=-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + eps) * weight + bias
+    inv_n = 1.0 / x.shape[-1]
+    centred = x - np.add.reduce(x, axis=-1, keepdims=True) * inv_n
+    var = np.add.reduce(centred * centred, axis=-1, keepdims=True) * inv_n
+    return centred / np.sqrt(var + eps) * weight + bias
 
 
 class MotionDenoiser:
@@ -113,11 +114,19 @@ class MotionDenoiser:
         self.config = config
         self.p = {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
         self._check()
+        # Weight matrices transposed once (x @ W.T with a contiguous W.T is the fast path), and the
+        # time embedding MLP's output cached per diffusion time (samplers reuse a few fixed times).
+        self.t = {
+            k: np.ascontiguousarray(v.T) for k, v in self.p.items() if k.endswith("weight") and v.ndim == 2
+        }
+        self._time_cache: dict[float, np.ndarray] = {}
 
     def _check(self) -> None:
         c = self.config
         expected = {
             "audio.fc1.weight": (c.audio_hidden, c.audio_hops * c.n_mels),
+            "audio.mel_mean": (c.n_mels,),
+            "audio.mel_std": (c.n_mels,),
             "audio.proj.weight": (c.hidden, c.audio_hidden),
             "in_proj.weight": (c.hidden, c.motion_dim),
             "out_proj.weight": (c.motion_dim, c.hidden),
@@ -128,7 +137,9 @@ class MotionDenoiser:
             got = self.p.get(name)
             if got is None or got.shape != shape:
                 found = "missing" if got is None else f"shape {tuple(got.shape)}"
-                raise ConfigError(f"motion weights do not fit their config: {name} is {found}, expected {shape}")
+                raise ConfigError(
+                    f"motion weights do not fit their config: {name} is {found}, expected {shape}"
+                )
 
     # --- the two halves of the net -------------------------------------------------------------------
     def condition(self, mel: np.ndarray | None, context: np.ndarray) -> np.ndarray:
@@ -139,32 +150,45 @@ class MotionDenoiser:
         if mel is None:
             audio = np.broadcast_to(p["audio.null"], (batch, self.config.hidden))
         else:
-            h = gelu(mel.reshape(batch, -1) @ p["audio.fc1.weight"].T + p["audio.fc1.bias"])
-            audio = h @ p["audio.proj.weight"].T + p["audio.proj.bias"]
+            mel = (mel - p["audio.mel_mean"]) / p["audio.mel_std"]
+            h = gelu(mel.reshape(batch, -1) @ self.t["audio.fc1.weight"] + p["audio.fc1.bias"])
+            audio = h @ self.t["audio.proj.weight"] + p["audio.proj.bias"]
         if not self.config.motion_frames:
             return np.array(audio, dtype=np.float32)
-        frames = context[:, -self.config.motion_frames:].reshape(batch, -1)
-        return (audio + frames @ p["motion.proj.weight"].T + p["motion.proj.bias"]).astype(np.float32)
+        frames = context[:, -self.config.motion_frames :].reshape(batch, -1)
+        return (audio + frames @ self.t["motion.proj.weight"] + p["motion.proj.bias"]).astype(np.float32)
+
+    def time_features(self, t: np.ndarray) -> np.ndarray:
+        """The time MLP's output (B, H) for diffusion times t (B,) (cached when all t are equal)."""
+        p, w = self.p, self.t
+        key = float(t[0]) if t.size and np.all(t == t[0]) else None
+        cached = self._time_cache.get(key) if key is not None else None
+        if cached is not None and len(cached) >= len(t):
+            return cached[: len(t)]
+        emb = time_embedding(t, self.config.time_dim)
+        emb = (
+            gelu(emb @ w["time.fc1.weight"] + p["time.fc1.bias"]) @ w["time.fc2.weight"] + p["time.fc2.bias"]
+        )
+        if key is not None and len(self._time_cache) < 64:
+            self._time_cache[key] = emb
+        return emb
 
     def velocity(self, x: np.ndarray, t: np.ndarray, cond: np.ndarray) -> np.ndarray:
         """v (B, D) for noisy motion x (B, D) at times t (B,) under condition (B, H)."""
-        p = self.p
-        emb = time_embedding(t, self.config.time_dim)
-        emb = gelu(emb @ p["time.fc1.weight"].T + p["time.fc1.bias"]) @ p["time.fc2.weight"].T + p["time.fc2.bias"]
-        h = x @ p["in_proj.weight"].T + p["in_proj.bias"] + cond + emb
+        p, w = self.p, self.t
+        h = x @ w["in_proj.weight"] + p["in_proj.bias"] + cond + self.time_features(np.asarray(t, np.float32))
         for i in range(self.config.blocks):
             pre = f"blocks.{i}."
             y = layer_norm(h, p[pre + "norm.weight"], p[pre + "norm.bias"])
-            y = gelu(y @ p[pre + "fc1.weight"].T + p[pre + "fc1.bias"])
-            h = h + y @ p[pre + "fc2.weight"].T + p[pre + "fc2.bias"]
+            y = gelu(y @ w[pre + "fc1.weight"] + p[pre + "fc1.bias"])
+            h = h + y @ w[pre + "fc2.weight"] + p[pre + "fc2.bias"]
         h = layer_norm(h, p["out_norm.weight"], p["out_norm.bias"])
-        return (h @ p["out_proj.weight"].T + p["out_proj.bias"]).astype(np.float32)
+        return (h @ w["out_proj.weight"] + p["out_proj.bias"]).astype(np.float32)
 
     def x0(self, x: np.ndarray, t: np.ndarray, cond: np.ndarray) -> np.ndarray:
         """Clean-motion prediction ``alpha x - sigma v`` (B, D)."""
         alpha, sigma = schedule(t)
         return alpha[:, None] * x - sigma[:, None] * self.velocity(x, t, cond)
-
 
 
 class MotionNets:
@@ -203,11 +227,14 @@ class MotionNets:
         return out
 
     def velocity(self, x: np.ndarray, t: np.ndarray, conds: list[np.ndarray]) -> np.ndarray:
-        return self._assemble(x, [n.velocity(x[:, n.config.dims], t, c)
-                                  for n, c in zip(self.nets, conds, strict=True)])
+        return self._assemble(
+            x, [n.velocity(x[:, n.config.dims], t, c) for n, c in zip(self.nets, conds, strict=True)]
+        )
 
     def x0(self, x: np.ndarray, t: np.ndarray, conds: list[np.ndarray]) -> np.ndarray:
-        return self._assemble(x, [n.x0(x[:, n.config.dims], t, c) for n, c in zip(self.nets, conds, strict=True)])
+        return self._assemble(
+            x, [n.x0(x[:, n.config.dims], t, c) for n, c in zip(self.nets, conds, strict=True)]
+        )
 
     # --- files ----------------------------------------------------------------------------------------
     @classmethod
@@ -236,13 +263,18 @@ class MotionNets:
                 raise ConfigError(f"{config_path}: part {part!r} is not a mapping")
             config = MotionNetConfig.from_dict({**net_config, "part": part})
             prefix = f"{part}."
-            params = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+            params = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
             nets.append(MotionDenoiser(config, params))
         return cls(nets), data, arrays
 
     @staticmethod
-    def save_pretrained(folder: str | Path, configs: list[MotionNetConfig], params: list[dict[str, np.ndarray]],
-                        extra_arrays: dict[str, np.ndarray], extra_config: dict | None = None) -> None:
+    def save_pretrained(
+        folder: str | Path,
+        configs: list[MotionNetConfig],
+        params: list[dict[str, np.ndarray]],
+        extra_arrays: dict[str, np.ndarray],
+        extra_config: dict | None = None,
+    ) -> None:
         """Write ``config.json`` and ``motion_weights.npz`` (float16 weights, float32 extra arrays)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -251,7 +283,9 @@ class MotionNets:
         (folder / CONFIG_NAME).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         out = {}
         for config, part_params in zip(configs, params, strict=True):
-            out.update({f"{config.part}.{k}": np.asarray(v, dtype=np.float16) for k, v in part_params.items()})
+            out.update(
+                {f"{config.part}.{k}": np.asarray(v, dtype=np.float16) for k, v in part_params.items()}
+            )
         for k, v in extra_arrays.items():
             v = np.asarray(v)
             out[k] = v if v.dtype.kind in "iub" else v.astype(np.float32)

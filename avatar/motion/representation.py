@@ -106,12 +106,22 @@ class MotionBasis:
     def fit_pca(cls, expressions: np.ndarray) -> MotionBasis:
         """Bases from expression offsets (n, 478, 3) in face heights (the normalisation is set later)."""
         mouth_index, brow_index = mouth_points(), brow_points()
-        mouth_mean, mouth_basis = _pca(expressions[:, mouth_index, :2].reshape(len(expressions), -1),
-                                       MOUTH_COMPONENTS)
-        brow_mean, brow_basis = _pca(expressions[:, brow_index, :2].reshape(len(expressions), -1),
-                                     BROW_COMPONENTS)
-        return cls(mouth_index, mouth_mean, mouth_basis, brow_index, brow_mean, brow_basis,
-                   np.zeros(MOTION_DIM, np.float32), np.ones(MOTION_DIM, np.float32))
+        mouth_mean, mouth_basis = _pca(
+            expressions[:, mouth_index, :2].reshape(len(expressions), -1), MOUTH_COMPONENTS
+        )
+        brow_mean, brow_basis = _pca(
+            expressions[:, brow_index, :2].reshape(len(expressions), -1), BROW_COMPONENTS
+        )
+        return cls(
+            mouth_index,
+            mouth_mean,
+            mouth_basis,
+            brow_index,
+            brow_mean,
+            brow_basis,
+            np.zeros(MOTION_DIM, np.float32),
+            np.ones(MOTION_DIM, np.float32),
+        )
 
     def fit_normalisation(self, vectors: np.ndarray) -> None:
         """Centre and scale from training vectors (n, 27): PCA blocks scaled by their first mode's spread
@@ -124,8 +134,9 @@ class MotionBasis:
         self.scale = scale.astype(np.float32)
 
     # --- encoding -----------------------------------------------------------------------------------
-    def encode(self, expression: np.ndarray, blink: np.ndarray, gaze: np.ndarray, head: np.ndarray
-               ) -> np.ndarray:
+    def encode(
+        self, expression: np.ndarray, blink: np.ndarray, gaze: np.ndarray, head: np.ndarray
+    ) -> np.ndarray:
         """Raw motion vectors (frames, 27) from expression offsets (frames, 478, 3), blink (frames,),
         relative gaze (frames, 2) and relative head pose (frames, 5)."""
         n = len(expression)
@@ -150,7 +161,9 @@ class MotionBasis:
         rest vector's reconstruction, so the rest face is exactly zero (the portrait as it is)."""
         rest = self._rest_coefficients()
         out = np.zeros((468, 2), np.float32)
-        out[self.mouth_index] = ((vector[SLICES.mouth] - rest[SLICES.mouth]) @ self.mouth_basis).reshape(-1, 2)
+        out[self.mouth_index] = ((vector[SLICES.mouth] - rest[SLICES.mouth]) @ self.mouth_basis).reshape(
+            -1, 2
+        )
         out[self.brow_index] = ((vector[SLICES.brows] - rest[SLICES.brows]) @ self.brow_basis).reshape(-1, 2)
         return out
 

@@ -45,6 +45,9 @@ class SamplerSettings:
     mouth_temperature: float = 1.0
     """Scale of the mouth and brow noise (1 = the learned distribution; lower moves towards the mean
     shape for the voice: less random mouth motion, closer lip sync)."""
+    head_temperature: float = 1.0
+    """Scale of the head pose's noise (the few-step student turns the head more than its teacher; this
+    brings it back to the real speakers' range). Blinks and gaze always sample at 1: lower, they stop."""
     times: tuple[float, ...] = field(default=(1.0, 0.5, 0.25, 0.12))
     """Consistency sampling times (the first ``steps`` are used)."""
 
@@ -54,13 +57,18 @@ class SamplerSettings:
         if self.kind == SamplerKind.CONSISTENCY and self.steps > len(self.times):
             raise ConfigError(f"consistency sampling takes at most {len(self.times)} steps")
         if not 0.0 <= float(self.guidance) <= MAX_GUIDANCE:
-            raise ConfigError(f"motion audio guidance must be in [0, {MAX_GUIDANCE:g}], got {self.guidance!r}")
-        if not 0.0 <= float(self.mouth_temperature) <= 1.0:
-            raise ConfigError(f"motion mouth_temperature must be in [0, 1], got {self.mouth_temperature!r}")
+            raise ConfigError(
+                f"motion audio guidance must be in [0, {MAX_GUIDANCE:g}], got {self.guidance!r}"
+            )
+        for name in ("mouth_temperature", "head_temperature"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ConfigError(f"motion {name} must be in [0, 1], got {getattr(self, name)!r}")
 
     def noise_scale(self, dim: int) -> np.ndarray:
-        """Per-value noise scale (dim,): ``mouth_temperature`` on the mouth and brows, 1 elsewhere."""
+        """Per-value noise scale (dim,): ``mouth_temperature`` on the mouth and brows, ``head_temperature``
+        on the head pose, 1 on blinks and gaze."""
         scale = np.ones(dim, np.float32)
+        scale[SLICES.head] = self.head_temperature
         scale[SLICES.mouth] = self.mouth_temperature
         scale[SLICES.brows] = self.mouth_temperature
         return scale
@@ -79,8 +87,14 @@ from similar noise, so the deterministic samplers move smoothly instead of jitte
 frame's noise is still standard normal, as in training."""
 
 
-def frame_noise(seed: int, frame: int, steps: int, dim: int, previous: np.ndarray | None,
-                correlation: float = NOISE_CORRELATION) -> np.ndarray:
+def frame_noise(
+    seed: int,
+    frame: int,
+    steps: int,
+    dim: int,
+    previous: np.ndarray | None,
+    correlation: float = NOISE_CORRELATION,
+) -> np.ndarray:
     """Noise (steps, dim) of frame ``frame`` given the previous frame's (None at frame 0): the same
     however the stream is cut into windows, since frames are generated once, in order."""
     fresh = np.random.default_rng([seed, 7, frame]).standard_normal((steps, dim)).astype(np.float32)
@@ -89,8 +103,9 @@ def frame_noise(seed: int, frame: int, steps: int, dim: int, previous: np.ndarra
     return (correlation * previous + np.sqrt(1.0 - correlation**2) * fresh).astype(np.float32)
 
 
-def denoise(net: MotionNets, mel: np.ndarray, context: np.ndarray, noise: np.ndarray,
-            settings: SamplerSettings) -> np.ndarray:
+def denoise(
+    net: MotionNets, mel: np.ndarray, context: np.ndarray, noise: np.ndarray, settings: SamplerSettings
+) -> np.ndarray:
     """Normalised motion (B, D) for log-mel (B, 48, 40), motion frames (B, n, D), noise (B, steps, D)."""
     batch = context.shape[0]
     noise = noise * settings.noise_scale(noise.shape[-1])
@@ -121,8 +136,37 @@ def denoise(net: MotionNets, mel: np.ndarray, context: np.ndarray, noise: np.nda
     return np.clip(x, -NORMALISED_LIMIT, NORMALISED_LIMIT)
 
 
-def sample_clips(net: MotionNets, mel_powers: list[np.ndarray], frames: list[int], start: np.ndarray,
-                 settings: SamplerSettings, seed: int = 0, fps: float = 25.0) -> list[np.ndarray]:
+RECENTER_SECONDS = 4.0
+"""Time constant of the head's re-centring: the running mean of the generated head pose (over about this
+long) is taken out of it, as the training clips' own mean pose was. Without it the autoregressive head
+can wander off to one side over minutes."""
+
+
+class HeadRecentring:
+    """Running mean (B, 5) of the head pose's deviation from rest, subtracted from each new frame."""
+
+    def __init__(self, start: np.ndarray, batch: int, fps: float) -> None:
+        self.start = start[SLICES.head].astype(np.float32)
+        self.mean = np.zeros((batch, len(self.start)), np.float32)
+        self.rate = np.float32(1.0 / (RECENTER_SECONDS * fps))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Normalised frames (B, D) with the head's running mean taken out (a copy)."""
+        out = x.copy()
+        self.mean += self.rate * (x[:, SLICES.head] - self.start - self.mean)
+        out[:, SLICES.head] -= self.mean
+        return out
+
+
+def sample_clips(
+    net: MotionNets,
+    mel_powers: list[np.ndarray],
+    frames: list[int],
+    start: np.ndarray,
+    settings: SamplerSettings,
+    seed: int = 0,
+    fps: float = 25.0,
+) -> list[np.ndarray]:
     """Offline autoregressive sampling of several clips at once (batched over clips).
 
     ``mel_powers``: per clip (hops, 40) on the 10 ms grid; ``frames``: frames per clip; ``start``: the
@@ -135,11 +179,16 @@ def sample_clips(net: MotionNets, mel_powers: list[np.ndarray], frames: list[int
     outs = np.zeros((len(frames), total, dim), np.float32)
     steps = settings.steps
     noise = None
+    recentre = HeadRecentring(start, len(frames), fps)
     for f in range(total):
         mel = np.stack([_clip_mel(m, f, fps) for m in mel_powers])
-        noise = np.stack([frame_noise(seed, f, steps, dim, None if noise is None else noise[i])
-                          for i in range(len(frames))])
-        x = denoise(net, log_mel(mel), history, noise, settings)
+        noise = np.stack(
+            [
+                frame_noise(seed, f, steps, dim, None if noise is None else noise[i])
+                for i in range(len(frames))
+            ]
+        )
+        x = recentre(denoise(net, log_mel(mel), history, noise, settings))
         outs[:, f] = x
         history = np.concatenate([history[:, 1:], x[:, None]], axis=1)
     return [outs[i, :count] for i, count in enumerate(frames)]
@@ -151,7 +200,7 @@ def _clip_mel(mel_power: np.ndarray, frame: int, fps: float) -> np.ndarray:
     lo = centre - PAST_HOPS
     a, b = max(lo, 0), min(lo + CONTEXT_HOPS, len(mel_power))
     if b > a:
-        out[a - lo:b - lo] = mel_power[a:b]
+        out[a - lo : b - lo] = mel_power[a:b]
     return out
 
 
@@ -175,7 +224,7 @@ class TimelineAudio:
             self.buf[idx] = 0.0
             self.end = stop
         lo = max(start, self.end - self.capacity)
-        self.buf[np.arange(lo, stop) % self.capacity] = samples[lo - start:]
+        self.buf[np.arange(lo, stop) % self.capacity] = samples[lo - start :]
 
     def mute(self, start: int, stop: int) -> None:
         """Read samples [start, stop) as silence (after an interrupt)."""
@@ -185,23 +234,25 @@ class TimelineAudio:
         out = np.zeros(stop - start, np.float32)
         lo, hi = max(start, self.end - self.capacity, 0), min(stop, self.end)
         if hi > lo:
-            out[lo - start:hi - start] = self.buf[np.arange(lo, hi) % self.capacity]
+            out[lo - start : hi - start] = self.buf[np.arange(lo, hi) % self.capacity]
         m_lo, m_hi = max(start, self.mute_from), min(stop, self.mute_to)
         if m_hi > m_lo:
-            out[m_lo - start:m_hi - start] = 0.0
+            out[m_lo - start : m_hi - start] = 0.0
         return out
 
 
 class StreamingSampler:
     """Per-session state: audio seen so far, the motion frames, and the frames already generated."""
 
-    def __init__(self, net: MotionNets, start: np.ndarray, settings: SamplerSettings, seed: int,
-                 fps: float = 25.0) -> None:
+    def __init__(
+        self, net: MotionNets, start: np.ndarray, settings: SamplerSettings, seed: int, fps: float = 25.0
+    ) -> None:
         self.net, self.settings, self.seed, self.fps = net, settings, int(seed), float(fps)
         self.audio = TimelineAudio()
         self.history = np.repeat(start[None].astype(np.float32), net.context_frames, axis=0)
         self.next_frame = 0
         self._noise: np.ndarray | None = None
+        self._recentre = HeadRecentring(start, 1, self.fps)
         self._mel_cache: dict[int, np.ndarray] = {}
 
     def feed(self, start_sample: int, samples: np.ndarray) -> None:
@@ -225,7 +276,7 @@ class StreamingSampler:
         f = self.next_frame
         self._noise = frame_noise(self.seed, f, self.settings.steps, self.net.motion_dim, self._noise)
         mel = log_mel(self._mel(f))[None]
-        x = denoise(self.net, mel, self.history[None], self._noise[None], self.settings)[0]
+        x = self._recentre(denoise(self.net, mel, self.history[None], self._noise[None], self.settings))[0]
         self.history = np.concatenate([self.history[1:], x[None]], axis=0)
         self.next_frame = f + 1
         return x

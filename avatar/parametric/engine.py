@@ -19,7 +19,7 @@ from avatar.engine import AudioWindow, Engine, EngineSession, Frame, PreparedAva
 from avatar.errors import PortraitError
 from avatar.face.portrait import PortraitRig, prepare_portrait
 from avatar.face.renderer import PortraitRenderer
-from avatar.motion import DEFAULT_MOTION, MotionSource, create_motion, motion_source
+from avatar.motion import MotionSource, create_motion, motion_source
 
 
 def _portrait_key(portrait: str | Path | np.ndarray, size: int) -> str:
@@ -67,13 +67,14 @@ class ParametricEngine(Engine):
     name = "parametric"
 
     def __init__(self, fps: float = 25.0, size: int = 512, seed: int = 0, cache_size: int = 16,
-                 motion: str = DEFAULT_MOTION, motion_model: str | None = None, **_: Any):
+                 motion: str | None = None, motion_model: str | None = None, **_: Any):
         """``motion``: ``learned`` (the motion sampler; ``motion_model`` a model folder, default the
-        shipped one; 25 fps only) or ``rules`` (hand-written, any fps). A bad choice or model raises
+        shipped one; 25 fps only) or ``rules`` (hand-written, any fps); None: the default
+        (``avatar.motion.DEFAULT_MOTION`` at 25 fps, else rules). A bad choice or model raises
         ``ConfigError`` here, at start-up."""
         super().__init__(fps=fps, size=size)
         self.seed = int(seed)
-        self.motion = motion_source(motion)
+        self.motion = motion_source(motion, self.fps)
         self.motion_model = None if motion_model is None else str(motion_model)
         create_motion(self.motion, self.fps, 0, self.motion_model)  # fail now, not per session
         self._cache: OrderedDict[str, PreparedAvatar] = OrderedDict()

@@ -49,8 +49,10 @@ def read_prepared(folder: str | Path, splits: tuple[str, ...]) -> list[dict]:
         if str(item.get("split", "train")) in splits and item["keep"].sum() >= FPS:
             clips.append(item)
     if not clips:
-        raise ConfigError(f"no prepared clips of split {','.join(splits)} in {folder}/motion "
-                          "(run python -m avatar prepare-motion first)")
+        raise ConfigError(
+            f"no prepared clips of split {','.join(splits)} in {folder}/motion "
+            "(run python -m avatar prepare-motion first)"
+        )
     return clips
 
 
@@ -70,7 +72,9 @@ def source_vectors(item: dict, basis: MotionBasis) -> np.ndarray:
     expression = np.nan_to_num(item["expression"])
     gaze = item["gaze"] - np.median(item["gaze"][keep], axis=0)
     blink = eye_blink(item["eye_openness"], keep)
-    return basis.encode(expression, blink, np.nan_to_num(gaze), np.nan_to_num(head_relative(item["pose"], keep)))
+    return basis.encode(
+        expression, blink, np.nan_to_num(gaze), np.nan_to_num(head_relative(item["pose"], keep))
+    )
 
 
 def resample(item: dict, vectors: np.ndarray, fps: float = FPS) -> tuple[np.ndarray, np.ndarray]:
@@ -107,8 +111,16 @@ def build_clips(items: list[dict], basis: MotionBasis) -> list[MotionClip]:
     clips = []
     for item in items:
         vectors, valid = resample(item, source_vectors(item, basis))
-        clips.append(MotionClip(item["name"], str(item["speaker_id"]), str(item["split"]), vectors, valid,
-                                item["mel_power"].astype(np.float32)))
+        clips.append(
+            MotionClip(
+                item["name"],
+                str(item["speaker_id"]),
+                str(item["split"]),
+                vectors,
+                valid,
+                item["mel_power"].astype(np.float32),
+            )
+        )
     return clips
 
 
@@ -130,7 +142,7 @@ def mel_window(mel_power: np.ndarray, frame: int) -> np.ndarray:
     lo, hi = centre - PAST_HOPS, centre + AHEAD_HOPS + 1
     a, b = max(lo, 0), min(hi, len(mel_power))
     if b > a:
-        out[a - lo:b - lo] = mel_power[a:b]
+        out[a - lo : b - lo] = mel_power[a:b]
     return out
 
 
@@ -148,6 +160,10 @@ class Augment:
     """The mouth block of the motion frames gets noise of std U(0.2, 1) * this: the mouth must come
     from the audio, not from copying the last frames (which alone predict the next frame well)."""
     audio_drop: float = 0.15
+    silence_prob: float = 0.1
+    """Share of examples whose audio is replaced by silence (digital zeros or a faint noise floor, -100 to
+    -50 dB) with the mouth at rest: the clips hold pauses of a second at most, so without these a long
+    silence (a listener, a gap between sentences of a voice agent) left the lips parted."""
 
 
 class MotionSamples:
@@ -157,6 +173,7 @@ class MotionSamples:
     def __init__(self, clips: list[MotionClip], basis: MotionBasis, context_frames: int) -> None:
         self.clips, self.basis, self.n = clips, basis, context_frames
         self.normed = [basis.normalise(c.vectors) for c in clips]
+        self.rest = basis.normalise(basis.rest_vector()[None])[0]
         refs, weights = [], []
         speaker_frames: dict[str, int] = {}
         for c in clips:
@@ -181,8 +198,9 @@ class MotionSamples:
         pick = self.refs[rng.choice(len(self.refs), size=size, p=self.probs)]
         return self.gather(pick, rng, aug)
 
-    def gather(self, refs: np.ndarray, rng: np.random.Generator | None, aug: Augment | None
-               ) -> dict[str, np.ndarray]:
+    def gather(
+        self, refs: np.ndarray, rng: np.random.Generator | None, aug: Augment | None
+    ) -> dict[str, np.ndarray]:
         """Arrays for (clip, frame) pairs: mel (B, 48, 40) log, context (B, n, 27), target (B, 27),
         audio_keep (B,)."""
         mel = np.stack([mel_window(self.clips[c].mel_power, f) for c, f in refs])
@@ -192,13 +210,24 @@ class MotionSamples:
         if aug is not None and rng is not None:
             mel = self._augment_audio(mel, rng, aug)
             context = context + rng.normal(size=context.shape).astype(np.float32) * (
-                aug.context_noise * rng.random((len(refs), 1, 1)).astype(np.float32))
+                aug.context_noise * rng.random((len(refs), 1, 1)).astype(np.float32)
+            )
             mouth_std = aug.mouth_context_noise * rng.uniform(0.2, 1.0, size=(len(refs), 1, 1))
-            context[:, :, SLICES.mouth] += (rng.normal(size=context[:, :, SLICES.mouth].shape)
-                                            * mouth_std).astype(np.float32)
+            context[:, :, SLICES.mouth] += (
+                rng.normal(size=context[:, :, SLICES.mouth].shape) * mouth_std
+            ).astype(np.float32)
             keep = (rng.random(len(refs)) >= aug.audio_drop).astype(np.float32)
-        return {"mel": log_mel(mel), "context": context.astype(np.float32), "target": target,
-                "audio_keep": keep}
+            silent = rng.random(len(refs)) < aug.silence_prob
+            if silent.any():
+                level = 10.0 ** (rng.uniform(-100.0, -50.0, size=(int(silent.sum()), 1, 1)) / 10.0)
+                mel[silent] = level * rng.exponential(size=mel[silent].shape)
+                target[np.ix_(silent, np.arange(SLICES.brows.stop))] = self.rest[: SLICES.brows.stop]
+        return {
+            "mel": log_mel(mel),
+            "context": context.astype(np.float32),
+            "target": target,
+            "audio_keep": keep,
+        }
 
     def _augment_audio(self, mel: np.ndarray, rng: np.random.Generator, aug: Augment) -> np.ndarray:
         b, _, bands = mel.shape
@@ -216,6 +245,6 @@ class MotionSamples:
             snr = rng.uniform(*aug.snr_db, size=(b, 1, 1))
             tilt = rng.uniform(-1.0, 0.3, size=(b, 1, 1)) * np.linspace(0, 3, bands)[None, None]
             level = self.speech_power / bands * 10.0 ** (-snr / 10.0)
-            noise = level * 10.0 ** tilt * rng.exponential(size=mel.shape)
+            noise = level * 10.0**tilt * rng.exponential(size=mel.shape)
             mel = np.where(noisy[:, None, None], mel + noise, mel)
         return mel.astype(np.float32)

@@ -45,8 +45,11 @@ class _AudioEncoder(nn.Module):
         self.act = nn.GELU(approximate="tanh")
         self.drop_in = nn.Dropout(c.audio_dropout / 3.0)
         self.drop = nn.Dropout(c.audio_dropout)
+        self.register_buffer("mel_mean", torch.zeros(c.n_mels))
+        self.register_buffer("mel_std", torch.ones(c.n_mels))
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        mel = (mel - self.mel_mean) / self.mel_std
         h = self.act(self.fc1(self.drop_in(mel.reshape(mel.shape[0], -1))))
         return self.proj(self.drop(h))
 
@@ -58,7 +61,7 @@ class _MotionEncoder(nn.Module):
         self.proj = nn.Linear(c.motion_frames * c.motion_dim, c.hidden)
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
-        return self.proj(context[:, -self.frames:].reshape(context.shape[0], -1))
+        return self.proj(context[:, -self.frames :].reshape(context.shape[0], -1))
 
 
 class _TimeMLP(nn.Module):
@@ -90,8 +93,9 @@ class MotionDenoiserModule(nn.Module):
         nn.init.zeros_(self.out_proj.weight)
         nn.init.zeros_(self.out_proj.bias)
 
-    def condition(self, mel: torch.Tensor, context: torch.Tensor, audio_keep: torch.Tensor | None = None
-                  ) -> torch.Tensor:
+    def condition(
+        self, mel: torch.Tensor, context: torch.Tensor, audio_keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """c (B, H) from log-mel (B, 48, 40) and this part's motion frames (B, n, D); rows where
         ``audio_keep`` (B,) is 0 take the learned no-audio embedding."""
         audio = self.audio(mel)
@@ -110,9 +114,16 @@ class MotionDenoiserModule(nn.Module):
         alpha, sigma = schedule(t)
         return alpha[:, None] * x - sigma[:, None] * self.velocity(x, t, cond)
 
+    def set_mel_statistics(self, mean: np.ndarray, std: np.ndarray) -> None:
+        """Fix the per-band standardisation of the log-mel input (from the training data)."""
+        self.audio.mel_mean.copy_(torch.from_numpy(np.asarray(mean, np.float32)))
+        self.audio.mel_std.copy_(torch.from_numpy(np.maximum(np.asarray(std, np.float32), 1e-3)))
+
     def numpy_params(self) -> dict[str, np.ndarray]:
         """Parameters as float32 arrays under the numpy denoiser's names."""
         return {k: v.detach().cpu().float().numpy() for k, v in self.state_dict().items()}
 
     def load_numpy_params(self, params: dict[str, np.ndarray]) -> None:
-        self.load_state_dict({k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in params.items()})
+        self.load_state_dict(
+            {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in params.items()}
+        )
