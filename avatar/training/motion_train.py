@@ -217,10 +217,51 @@ class _Run:
             out.write(json.dumps(record) + "\n")
         print(json.dumps(record), flush=True)
 
-    def save(self, state: dict) -> None:
+    def save(
+        self,
+        models: torch.nn.Module,
+        ema: torch.nn.Module,
+        opt: torch.optim.Optimizer,
+        rng: np.random.Generator,
+        step: int,
+        configs: dict[str, MotionNetConfig],
+        basis: MotionBasis,
+        extra: dict,
+    ) -> None:
+        """Write ``checkpoint.pt`` atomically: everything a stopped run needs to continue."""
+        state = {
+            "model": models.state_dict(),
+            "ema": ema.state_dict(),
+            "opt": opt.state_dict(),
+            "rng": rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "step": step,
+            "configs": {p: asdict(c) for p, c in configs.items()},
+            "basis": basis.arrays(),
+            "settings": _settings_dict(self.settings),
+            **extra,
+        }
         tmp = self.folder / (CHECKPOINT + ".tmp")
         torch.save(state, tmp)
         tmp.replace(self.folder / CHECKPOINT)
+
+    @staticmethod
+    def restore(
+        state: dict | None,
+        models: torch.nn.Module,
+        ema: torch.nn.Module,
+        opt: torch.optim.Optimizer,
+        rng: np.random.Generator,
+    ) -> int:
+        """Load a checkpoint's weights, optimiser and RNG states into a run; returns its step (0 if none)."""
+        if not state:
+            return 0
+        models.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        return int(state["step"])
 
     def load(self) -> dict | None:
         path = self.folder / CHECKPOINT
@@ -251,14 +292,7 @@ def train_teacher(
         model.set_mel_statistics(mel.mean(axis=(0, 1)), mel.std(axis=(0, 1)))
     ema = copy.deepcopy(models)
     opt = torch.optim.AdamW(models.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    step = 0
-    if state:
-        models.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
-        step = state["step"]
+    step = _Run.restore(state, models, ema, opt, rng)
     weights = torch.from_numpy(loss_weights())
     sampler = SamplerSettings(
         kind=SamplerKind.DDIM,
@@ -304,20 +338,7 @@ def train_teacher(
             }
             metrics.update(validate(ema, data, sampler, settings.eval_seconds, settings.seed))
             run.log(metrics)
-            run.save(
-                {
-                    "model": models.state_dict(),
-                    "ema": ema.state_dict(),
-                    "opt": opt.state_dict(),
-                    "rng": rng.bit_generator.state,
-                    "torch_rng": torch.get_rng_state(),
-                    "step": step,
-                    "configs": {p: asdict(c) for p, c in configs.items()},
-                    "basis": data.basis.arrays(),
-                    "kind": "teacher",
-                    "settings": _settings_dict(settings),
-                }
-            )
+            run.save(models, ema, opt, rng, step, configs, data.basis, {"kind": "teacher"})
             export(run.folder / "model", ema, data.basis, sampler, {"stage": "teacher", "step": step})
     return metrics
 
@@ -367,14 +388,7 @@ def distill(
     )
     rng = np.random.default_rng(settings.seed + 1)
     torch.manual_seed(settings.seed + 1)
-    step = 0
-    if state:
-        students.load_state_dict(state["model"])
-        targets.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
-        step = state["step"]
+    step = _Run.restore(state, students, targets, opt, rng)
     weights = torch.from_numpy(loss_weights())
     grid = torch.linspace(0.0, 1.0, settings.teacher_steps + 1)
     guidance = {MotionPart.MOUTH.value: settings.guidance, MotionPart.HEAD.value: 1.0}
@@ -427,19 +441,14 @@ def distill(
             metrics.update(validate(students, data, sampler, settings.eval_seconds, settings.seed))
             run.log(metrics)
             run.save(
-                {
-                    "model": students.state_dict(),
-                    "ema": targets.state_dict(),
-                    "opt": opt.state_dict(),
-                    "rng": rng.bit_generator.state,
-                    "torch_rng": torch.get_rng_state(),
-                    "step": step,
-                    "configs": {p: asdict(c) for p, c in configs.items()},
-                    "basis": basis.arrays(),
-                    "kind": "student",
-                    "guidance": settings.guidance,
-                    "settings": _settings_dict(settings),
-                }
+                students,
+                targets,
+                opt,
+                rng,
+                step,
+                configs,
+                basis,
+                {"kind": "student", "guidance": settings.guidance},
             )
             export(
                 run.folder / "model",

@@ -1,0 +1,116 @@
+"""train-motion / distill-motion on a few synthetic prepared clips: runs, resumes, exports, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from avatar.__main__ import main  # noqa: E402
+from avatar.motion.learned import MotionModel  # noqa: E402
+
+
+def _write_clip(folder, name: str, split: str, speaker: str, seed: int, frames: int = 60) -> None:
+    rng = np.random.default_rng(seed)
+    t = np.arange(frames) / 25.0
+    expression = rng.normal(0, 0.004, size=(frames, 478, 3)).astype(np.float32)
+    expression[:, 14, 1] += 0.03 * (1 + np.sin(2 * np.pi * 3 * t))  # the lower lip opens and closes
+    pose = np.zeros((frames, 6), np.float32)
+    pose[:, 1] = 0.05 * np.sin(2 * np.pi * 0.5 * t)
+    pose[:, 5] = np.log(200.0)
+    hops = frames * 4
+    level = 1.0 + np.sin(2 * np.pi * 3 * np.arange(hops) / 100.0)
+    mel = (level[:, None] * rng.exponential(0.01, size=(hops, 40))).astype(np.float32)
+    np.savez(
+        folder / f"{name}.npz",
+        fps=25.0,
+        times=t,
+        pose=pose,
+        expression=expression,
+        rest=np.zeros((478, 3), np.float32),
+        eye_openness=np.full(frames, 0.3) - 0.2 * (t % 2 < 0.1),
+        gaze=rng.normal(0, 0.01, (frames, 2)),
+        mouth_opening=np.zeros(frames),
+        mouth_width=np.zeros(frames),
+        keep=np.ones(frames, bool),
+        mel_power=mel,
+        speaker_id=speaker,
+        split=split,
+        language="en",
+    )
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prepared")
+    (root / "motion").mkdir()
+    _write_clip(root / "motion", "a", "train", "s1", 0)
+    _write_clip(root / "motion", "b", "train", "s2", 1)
+    _write_clip(root / "motion", "c", "val", "s3", 2)
+    return root
+
+
+def _log(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_train_resume_distill_and_load(prepared, tmp_path, capsys):
+    teacher = tmp_path / "teacher"
+    common = [
+        "--data",
+        str(prepared),
+        "--set",
+        "batch=16",
+        "--set",
+        "eval_every=4",
+        "--set",
+        "eval_seconds=1",
+    ]
+    assert main(["train-motion", *common, "--out", str(teacher), "--steps", "4"]) == 0
+    assert [r["step"] for r in _log(teacher)] == [4]
+    assert main(["train-motion", *common, "--out", str(teacher), "--steps", "8"]) == 0  # continues
+    assert [r["step"] for r in _log(teacher)] == [4, 8]
+    assert {"val_mouth_r", "val_head_ratio"} <= set(_log(teacher)[-1])
+    MotionModel(teacher / "model")  # the exported teacher loads without torch's help
+    student = tmp_path / "student"
+    assert (
+        main(["distill-motion", *common, "--teacher", str(teacher), "--out", str(student), "--steps", "4"])
+        == 0
+    )
+    model = MotionModel(student / "model")
+    config = json.loads((student / "model" / "config.json").read_text())
+    assert config["training"]["distilled_parts"] == ["head"] and model.settings.steps == 2
+    # The mouth part ships the teacher's weights; the head part was distilled.
+    teacher_model = MotionModel(teacher / "model")
+    mouth = [n for n in model.net.nets if n.config.part == "mouth"][0]
+    mouth_teacher = [n for n in teacher_model.net.nets if n.config.part == "mouth"][0]
+    assert all(np.array_equal(mouth.p[k], mouth_teacher.p[k]) for k in mouth.p)
+    capsys.readouterr()
+
+
+def test_training_errors_are_one_line(prepared, tmp_path, capsys):
+    assert main(["train-motion", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r")]) == 2
+    assert (
+        main(["train-motion", "--data", str(prepared), "--out", str(tmp_path / "r"), "--set", "wobble=1"])
+        == 2
+    )
+    assert (
+        main(
+            [
+                "distill-motion",
+                "--data",
+                str(prepared),
+                "--teacher",
+                str(tmp_path / "r"),
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 2
+    )
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 3
+    assert "prepare-motion" in lines[0] and "wobble" in lines[1] and "no teacher checkpoint" in lines[2]
