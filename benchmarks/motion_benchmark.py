@@ -10,6 +10,7 @@
    pause of 2-8 s after each, streamed the same way; per minute the mean and spread of each head angle
    (as rendered, degrees), the largest angle, and blinks per minute. A slow drift to one side shows as a
    per-minute mean moving away from 0.
+3. Silence: 60 s of digital silence; the head's spread (degrees, as rendered) and blinks per minute.
 """
 
 from __future__ import annotations
@@ -128,6 +129,22 @@ def main() -> int:
             f"{session['minutes']:.1f} min: head mean {session['mean_deg']} deg, std {session['std_deg']}, "
             f"max |angle| {session['max_abs_deg']}, worst minute mean {session['worst_minute_mean_deg']}, "
             f"{session['blinks_per_min']:.1f} blinks/min",
+            flush=True,
+        )
+    silence = np.zeros(60 * SAMPLE_RATE, np.float32)
+    results["silence_60s"] = {}
+    for source in (MotionSource.LEARNED, MotionSource.RULES):
+        motions = stream(create_motion(source, FPS, 3, args.model), silence)
+        angles = np.degrees(np.array([[m.head_pitch, m.head_yaw, m.head_roll] for m in motions]))
+        lids = np.array([m.blink for m in motions])
+        blinks = int(((lids[1:] > 0.5) & (lids[:-1] <= 0.5)).sum())
+        results["silence_60s"][source.value] = {
+            "std_deg": np.round(angles.std(axis=0), 2).tolist(),
+            "blinks_per_min": blinks,
+        }
+        print(
+            f"{source.value}, 60 s of silence: head std {np.round(angles.std(axis=0), 2).tolist()} deg, "
+            f"{blinks} blinks/min",
             flush=True,
         )
     if args.json:

@@ -18,6 +18,9 @@ from avatar.motion.audio_features import AHEAD_HOPS, CONTEXT_HOPS, PAST_HOPS, fr
 from avatar.motion.representation import SLICES, MotionBasis, eye_blink
 
 FPS = 25.0
+SILENT_HEAD_HOLD = 0.9
+"""In a silence example the head's target is its last pose moved a tenth of the way back to rest: the
+training clips hold talking people only, and without this a silent session kept a speaker's head motion."""
 MAX_FRAMES_PER_SPEAKER_FOR_BASIS = 3000
 LOSS_WEIGHTS = {"mouth": 3.0, "brows": 1.0, "blink": 1.0, "gaze": 0.3, "head": 1.0}
 
@@ -162,7 +165,8 @@ class Augment:
     audio_drop: float = 0.15
     silence_prob: float = 0.1
     """Share of examples whose audio is replaced by silence (digital zeros or a faint noise floor, -100 to
-    -50 dB) with the mouth at rest: the clips hold pauses of a second at most, so without these a long
+    -50 dB) with the mouth at rest and the head easing from its last pose towards rest (blinks and gaze as
+    they were): the clips hold pauses of a second at most, so without these a long
     silence (a listener, a gap between sentences of a voice agent) left the lips parted."""
 
 
@@ -208,6 +212,7 @@ class MotionSamples:
         target = np.stack([self.normed[c][f] for c, f in refs])
         keep = np.ones(len(refs), np.float32)
         if aug is not None and rng is not None:
+            last = context[:, -1].copy()
             mel = self._augment_audio(mel, rng, aug)
             context = context + rng.normal(size=context.shape).astype(np.float32) * (
                 aug.context_noise * rng.random((len(refs), 1, 1)).astype(np.float32)
@@ -222,6 +227,9 @@ class MotionSamples:
                 level = 10.0 ** (rng.uniform(-100.0, -50.0, size=(int(silent.sum()), 1, 1)) / 10.0)
                 mel[silent] = level * rng.exponential(size=mel[silent].shape)
                 target[np.ix_(silent, np.arange(SLICES.brows.stop))] = self.rest[: SLICES.brows.stop]
+                head = np.arange(SLICES.head.start, SLICES.head.stop)
+                rest_head = self.rest[SLICES.head]
+                target[np.ix_(silent, head)] = rest_head + SILENT_HEAD_HOLD * (last[silent][:, head] - rest_head)
         return {
             "mel": log_mel(mel),
             "context": context.astype(np.float32),
