@@ -229,7 +229,8 @@ class MotionSamples:
                 target[np.ix_(silent, np.arange(SLICES.brows.stop))] = self.rest[: SLICES.brows.stop]
                 head = np.arange(SLICES.head.start, SLICES.head.stop)
                 rest_head = self.rest[SLICES.head]
-                target[np.ix_(silent, head)] = rest_head + SILENT_HEAD_HOLD * (last[silent][:, head] - rest_head)
+                eased = rest_head + SILENT_HEAD_HOLD * (last[silent][:, head] - rest_head)
+                target[np.ix_(silent, head)] = eased
         return {
             "mel": log_mel(mel),
             "context": context.astype(np.float32),
