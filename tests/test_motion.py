@@ -16,7 +16,7 @@ from avatar.audio.windowing import AudioRing, WindowConfig, Windower
 from avatar.engine import SAMPLE_RATE, AudioWindow
 from avatar.errors import ConfigError
 from avatar.face.motion_types import SCALAR_FIELDS, FaceMotion
-from avatar.motion.features import SILENCE_DB, FeatureExtractor
+from avatar.motion.rule_features import SILENCE_DB, FeatureExtractor
 from avatar.motion.rules import MotionGenerator
 
 FPS = 25.0

@@ -8,6 +8,7 @@ import numpy as np
 from scipy.ndimage import median_filter
 
 from avatar.evaluation.mouth_track import face_height
+from avatar.face.alignment import similarity_fit
 
 # Eye contour points of the MediaPipe mesh: corner, two upper lid, corner, two lower lid (p1..p6).
 RIGHT_EYE = (33, 160, 158, 133, 153, 144)
@@ -93,15 +94,6 @@ def blink_measures(ear: np.ndarray, fps: float) -> dict[str, float | int | None]
     }
 
 
-def _similarity_rotation(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Rotation (3, 3) of the least-squares similarity transform taking ``source`` (n, 3) to ``target``."""
-    a = source - source.mean(axis=0)
-    b = target - target.mean(axis=0)
-    u, _, vt = np.linalg.svd(b.T @ a)
-    d = np.sign(np.linalg.det(u @ vt))
-    return u @ np.diag([1.0, 1.0, d]) @ vt
-
-
 def head_angles(landmarks: np.ndarray) -> np.ndarray:
     """Head rotation of every frame relative to the clip's median face, degrees (frames, 3) as
     (pitch, yaw, roll) about the image x, y and z axes; NaN where no face. Needs (frames, 478, 3)."""
@@ -111,12 +103,11 @@ def head_angles(landmarks: np.ndarray) -> np.ndarray:
     if not ok.any():
         return angles
     reference = np.median(rigid[ok], axis=0)
-    for i in np.flatnonzero(ok):
-        r = _similarity_rotation(reference, rigid[i])
-        pitch = np.arctan2(r[2, 1], r[2, 2])
-        yaw = np.arcsin(np.clip(-r[2, 0], -1.0, 1.0))
-        roll = np.arctan2(r[1, 0], r[0, 0])
-        angles[i] = np.degrees([pitch, yaw, roll])
+    _, r, _ = similarity_fit(np.broadcast_to(reference, rigid[ok].shape), rigid[ok])
+    pitch = np.arctan2(r[:, 2, 1], r[:, 2, 2])
+    yaw = np.arcsin(np.clip(-r[:, 2, 0], -1.0, 1.0))
+    roll = np.arctan2(r[:, 1, 0], r[:, 0, 0])
+    angles[ok] = np.degrees(np.stack([pitch, yaw, roll], axis=1))
     return angles
 
 

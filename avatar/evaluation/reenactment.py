@@ -15,6 +15,7 @@ import numpy as np
 from avatar.evaluation.life import head_angles
 from avatar.evaluation.mouth_track import detected, face_height, mouth_openness
 from avatar.evaluation.sync import best_lag_correlation
+from avatar.face.alignment import similarity_fit
 from avatar.face.mesh import LIPS_INNER_LOWER, LIPS_INNER_UPPER, LIPS_OUTER_LOWER, LIPS_OUTER_UPPER
 
 GT_MAX_LAG_MS = 120.0
@@ -68,28 +69,6 @@ def closed_share(opening: np.ndarray) -> float | None:
     """Share (0-1) of the frames with a face whose lips are closed (``closed_lips``); None if none."""
     finite = np.isfinite(np.asarray(opening, dtype=np.float64))
     return float(closed_lips(opening)[finite].mean()) if finite.any() else None
-
-
-def similarity_fit(source: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Least-squares 2-D similarity (Umeyama) taking ``source`` to ``target`` points, frame by frame.
-
-    ``source``, ``target``: (frames, n, 2). Returns ``(scale (frames,), rotation (frames, 2, 2),
-    translation (frames, 2))`` so that ``target ≈ scale * source @ rotation.T + translation``.
-    """
-    src_mean = source.mean(axis=1, keepdims=True)
-    dst_mean = target.mean(axis=1, keepdims=True)
-    a, b = source - src_mean, target - dst_mean
-    covariance = np.einsum("fni,fnj->fij", b, a) / source.shape[1]
-    u, sigma, vt = np.linalg.svd(covariance)
-    d = np.sign(np.linalg.det(u @ vt))
-    d = np.where(d == 0, 1.0, d)
-    flip = np.stack([np.ones_like(d), d], axis=-1)
-    rotation = (u * flip[:, None, :]) @ vt
-    variance = (a**2).sum(axis=(1, 2)) / source.shape[1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scale = (sigma * flip).sum(axis=-1) / variance
-    translation = dst_mean[:, 0] - scale[:, None] * np.einsum("fij,fj->fi", rotation, src_mean[:, 0])
-    return scale, rotation, translation
 
 
 def lip_distance(generated: np.ndarray, real: np.ndarray) -> np.ndarray:

@@ -100,3 +100,14 @@ def log_mel(power: np.ndarray) -> np.ndarray:
 def frame_hops(frame: int, fps: float = 25.0) -> int:
     """Hop index of video frame ``frame``'s instant (``round(frame / fps / 10 ms)``)."""
     return int(round(frame * SAMPLE_RATE / fps / HOP))
+
+
+def frame_context(mel_power: np.ndarray, frame: int, fps: float = 25.0) -> np.ndarray:
+    """The (CONTEXT_HOPS, N_MELS) mel power that video frame ``frame`` sees, cut from a clip's hops
+    (``clip_mel_power``); hops before the clip's start or past its end are zeros."""
+    lo = frame_hops(frame, fps) - PAST_HOPS
+    out = np.zeros((CONTEXT_HOPS, mel_power.shape[1]), np.float32)
+    a, b = max(lo, 0), min(lo + CONTEXT_HOPS, len(mel_power))
+    if b > a:
+        out[a - lo : b - lo] = mel_power[a:b]
+    return out

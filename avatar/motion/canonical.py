@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avatar.face.alignment import similarity_fit
 from avatar.face.mesh import BROWS, EYE_LOWER, EYE_UPPER, LIPS_INNER_LOWER, LIPS_INNER_UPPER
 
 NUM_FACE_POINTS = 468
@@ -67,18 +68,6 @@ TEMPLATE_PATH = Path(__file__).with_name("canonical_face.npy")
 def canonical_face() -> np.ndarray:
     """The shipped canonical face (478, 3) float32, fitted on the training split by ``fit_template``."""
     return np.load(TEMPLATE_PATH).astype(np.float32)
-
-
-def similarity_fit(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Least-squares ``dst ~ scale * R @ src + t`` (Umeyama) for (n, 3) point sets; R is a proper rotation."""
-    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
-    a, b = src - mu_s, dst - mu_d
-    u, sing, vt = np.linalg.svd(b.T @ a)
-    d = np.sign(np.linalg.det(u @ vt)) or 1.0
-    fix = np.diag([1.0, 1.0, d])
-    rot = u @ fix @ vt
-    scale = float((sing * np.diag(fix)).sum() / max((a**2).sum(), 1e-12))
-    return scale, rot, mu_d - scale * rot @ mu_s
 
 
 def rotation_to_euler(rot: np.ndarray) -> tuple[float, float, float]:
@@ -136,14 +125,15 @@ def fit_tracks(landmarks: np.ndarray, template: np.ndarray | None = None) -> Fac
     aligned = np.full((frames, landmarks.shape[1], 3), np.nan, dtype=np.float32)
     scale = np.full(frames, np.nan, dtype=np.float32)
     valid = np.isfinite(landmarks).all(axis=(1, 2))
-    for i in np.flatnonzero(valid):
-        pts = landmarks[i].astype(np.float64)
-        s, rot, t = similarity_fit(template[stable].astype(np.float64), pts[stable])
-        pose[i, :3] = rotation_to_euler(rot)
-        pose[i, 3:5] = t[:2] / s
-        pose[i, 5] = np.log(s)
-        aligned[i] = ((pts - t) @ rot) / s
-        scale[i] = s
+    if valid.any():
+        pts = landmarks[valid].astype(np.float64)
+        reference = np.broadcast_to(template[stable].astype(np.float64), pts[:, stable].shape)
+        s, rot, t = similarity_fit(reference, pts[:, stable])
+        pose[valid, :3] = [rotation_to_euler(r) for r in rot]
+        pose[valid, 3:5] = t[:, :2] / s[:, None]
+        pose[valid, 5] = np.log(s)
+        aligned[valid] = ((pts - t[:, None]) @ rot) / s[:, None, None]
+        scale[valid] = s
     return FaceTracks(pose, aligned, scale, valid)
 
 
@@ -157,11 +147,10 @@ def fit_template(landmark_sets: list[np.ndarray], iterations: int = 3) -> np.nda
     template = frames[0] - frames[0].mean(axis=0)
     stable = list(STABLE_POINTS)
     for _ in range(iterations):
-        acc = np.zeros_like(template)
-        for pts in frames:
-            s, rot, t = similarity_fit(template[stable], pts[stable])
-            acc += ((pts - t) @ rot) / s
-        template = acc / len(frames)
+        s, rot, t = similarity_fit(
+            np.broadcast_to(template[stable], frames[:, stable].shape), frames[:, stable]
+        )
+        template = (((frames - t[:, None]) @ rot) / s[:, None, None]).mean(axis=0)
         template -= template[stable].mean(axis=0)
         # Level the eye line, then scale to face height 1.
         eyes = template[263] - template[33]

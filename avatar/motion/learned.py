@@ -103,11 +103,11 @@ class LearnedMotionGenerator:
                 out.append(replace(cached))
                 continue
             if frame < self.sampler.next_frame:  # far in the past: not kept
-                out.append(self._compose(self.model.start))
+                out.append(self._compose(frame, self.model.start))
                 continue
             while self.sampler.next_frame <= frame:
-                motion = self._compose(self.sampler.step())
-                self._recent[self.sampler.next_frame - 1] = motion
+                made = self.sampler.next_frame
+                self._recent[made] = self._compose(made, self.sampler.step())
             out.append(replace(self._recent[frame]))
         for old in [f for f in self._recent if f < self.sampler.next_frame - 32]:
             del self._recent[old]
@@ -118,7 +118,7 @@ class LearnedMotionGenerator:
         start = round(self.sampler.next_frame * SAMPLE_RATE / self.fps)
         self.sampler.forget_audio_after(start)
 
-    def _compose(self, normalised: np.ndarray) -> FaceMotion:
-        frame = self.sampler.next_frame - 1
+    def _compose(self, frame: int, normalised: np.ndarray) -> FaceMotion:
+        """The FaceMotion of ``frame`` from its normalised motion vector (27,), with its breathing."""
         raw = self.model.basis.denormalise(normalised[None])[0]
         return self.model.basis.face_motion(raw, breath=self._idle.breath(frame / self.fps))

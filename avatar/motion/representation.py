@@ -168,11 +168,9 @@ class MotionBasis:
         return out
 
     def _rest_coefficients(self) -> np.ndarray:
-        cached = getattr(self, "_rest", None)
-        if cached is None:
-            cached = self.rest_vector()
-            object.__setattr__(self, "_rest", cached)
-        return cached
+        if getattr(self, "_rest", None) is None:  # the basis is read-only once fitted
+            self._rest = self.rest_vector()
+        return self._rest
 
     def face_motion(self, vector: np.ndarray, breath: float = 0.0) -> FaceMotion:
         """The ``FaceMotion`` the renderer draws for one raw motion vector (27,)."""

@@ -35,7 +35,7 @@ import numpy as np
 from avatar.engine import SAMPLE_RATE, AudioWindow
 from avatar.errors import ConfigError
 from avatar.face.motion_types import FaceMotion
-from avatar.motion.features import FeatureExtractor, SubframeFeatures
+from avatar.motion.rule_features import FeatureExtractor, SubframeFeatures
 
 MAX_HEAD_ANGLE = 0.2
 """Hard limit on every head angle (radians, ~11 degrees)."""

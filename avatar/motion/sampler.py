@@ -21,7 +21,15 @@ from enum import StrEnum
 import numpy as np
 
 from avatar.errors import ConfigError
-from avatar.motion.audio_features import CONTEXT_HOPS, N_MELS, PAST_HOPS, frame_hops, log_mel, mel_power
+from avatar.motion.audio_features import (
+    CONTEXT_HOPS,
+    N_MELS,
+    PAST_HOPS,
+    frame_context,
+    frame_hops,
+    log_mel,
+    mel_power,
+)
 from avatar.motion.network import MotionNets, schedule
 from avatar.motion.representation import SLICES
 
@@ -181,27 +189,14 @@ def sample_clips(
     noise = None
     recentre = HeadRecentring(start, len(frames), fps)
     for f in range(total):
-        mel = np.stack([_clip_mel(m, f, fps) for m in mel_powers])
-        noise = np.stack(
-            [
-                frame_noise(seed, f, steps, dim, None if noise is None else noise[i])
-                for i in range(len(frames))
-            ]
+        mel = np.stack([frame_context(m, f, fps) for m in mel_powers])
+        noise = frame_noise(seed, f, steps, dim, noise)  # the same for every clip, as in a stream
+        x = recentre(
+            denoise(net, log_mel(mel), history, np.broadcast_to(noise, (len(frames), steps, dim)), settings)
         )
-        x = recentre(denoise(net, log_mel(mel), history, noise, settings))
         outs[:, f] = x
         history = np.concatenate([history[:, 1:], x[:, None]], axis=1)
     return [outs[i, :count] for i, count in enumerate(frames)]
-
-
-def _clip_mel(mel_power: np.ndarray, frame: int, fps: float) -> np.ndarray:
-    centre = frame_hops(frame, fps)
-    out = np.zeros((CONTEXT_HOPS, mel_power.shape[1]), np.float32)
-    lo = centre - PAST_HOPS
-    a, b = max(lo, 0), min(lo + CONTEXT_HOPS, len(mel_power))
-    if b > a:
-        out[a - lo : b - lo] = mel_power[a:b]
-    return out
 
 
 class TimelineAudio:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from avatar.errors import ConfigError
-from avatar.motion.audio_features import AHEAD_HOPS, CONTEXT_HOPS, PAST_HOPS, frame_hops, log_mel
+from avatar.motion.audio_features import frame_context, log_mel
 from avatar.motion.representation import SLICES, MotionBasis, eye_blink
 
 FPS = 25.0
@@ -138,17 +138,6 @@ def loss_weights() -> np.ndarray:
     return weights
 
 
-def mel_window(mel_power: np.ndarray, frame: int) -> np.ndarray:
-    """Mel power (48, 40) of the hops frame ``frame`` sees (zeros outside the clip)."""
-    centre = frame_hops(frame, FPS)
-    out = np.zeros((CONTEXT_HOPS, mel_power.shape[1]), np.float32)
-    lo, hi = centre - PAST_HOPS, centre + AHEAD_HOPS + 1
-    a, b = max(lo, 0), min(hi, len(mel_power))
-    if b > a:
-        out[a - lo : b - lo] = mel_power[a:b]
-    return out
-
-
 @dataclass
 class Augment:
     """Audio and motion-frame augmentation (all off for validation)."""
@@ -207,7 +196,7 @@ class MotionSamples:
     ) -> dict[str, np.ndarray]:
         """Arrays for (clip, frame) pairs: mel (B, 48, 40) log, context (B, n, 27), target (B, 27),
         audio_keep (B,)."""
-        mel = np.stack([mel_window(self.clips[c].mel_power, f) for c, f in refs])
+        mel = np.stack([frame_context(self.clips[c].mel_power, f, FPS) for c, f in refs])
         context = np.stack([self.normed[c][np.maximum(np.arange(f - self.n, f), 0)] for c, f in refs])
         target = np.stack([self.normed[c][f] for c, f in refs])
         keep = np.ones(len(refs), np.float32)

@@ -65,6 +65,17 @@ class MotionTrainSettings:
     guided sampler it followed held-out voices less (mouth r 0.41-0.44 against 0.47)."""
     augment: Augment = field(default_factory=Augment)
 
+    def sampler(self, kind: SamplerKind, steps: int) -> SamplerSettings:
+        """The sampler validation uses and the exported model names (guidance only for ``ddim``)."""
+        guidance = self.guidance if kind == SamplerKind.DDIM else 1.0
+        return SamplerSettings(
+            kind=kind,
+            steps=steps,
+            guidance=guidance,
+            mouth_temperature=self.mouth_temperature,
+            head_temperature=self.head_temperature,
+        )
+
     def override(self, pairs: list[str]) -> None:
         for pair in pairs:
             key, _, value = pair.partition("=")
@@ -294,13 +305,7 @@ def train_teacher(
     opt = torch.optim.AdamW(models.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     step = _Run.restore(state, models, ema, opt, rng)
     weights = torch.from_numpy(loss_weights())
-    sampler = SamplerSettings(
-        kind=SamplerKind.DDIM,
-        steps=settings.teacher_steps,
-        guidance=settings.guidance,
-        mouth_temperature=settings.mouth_temperature,
-        head_temperature=settings.head_temperature,
-    )
+    sampler = settings.sampler(SamplerKind.DDIM, settings.teacher_steps)
     metrics: dict = {}
     started = time.time()
     while step < settings.steps:
@@ -392,12 +397,7 @@ def distill(
     weights = torch.from_numpy(loss_weights())
     grid = torch.linspace(0.0, 1.0, settings.teacher_steps + 1)
     guidance = {MotionPart.MOUTH.value: settings.guidance, MotionPart.HEAD.value: 1.0}
-    sampler = SamplerSettings(
-        kind=SamplerKind.CONSISTENCY,
-        steps=settings.student_steps,
-        mouth_temperature=settings.mouth_temperature,
-        head_temperature=settings.head_temperature,
-    )
+    sampler = settings.sampler(SamplerKind.CONSISTENCY, settings.student_steps)
     metrics: dict = {}
     started = time.time()
     distill_aug = copy.deepcopy(settings.augment)
