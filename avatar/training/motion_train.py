@@ -279,6 +279,23 @@ class _Run:
         return torch.load(path, weights_only=False) if path.is_file() else None
 
 
+def _optimise(
+    opt: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    online: torch.nn.Module,
+    average: torch.nn.Module,
+    decay: float,
+) -> None:
+    """One clipped optimiser step on ``online``'s trainable weights, then ``average`` (EMA) follows it."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for p in online.parameters() if p.requires_grad], 1.0)
+    opt.step()
+    with torch.no_grad():
+        for p_avg, p in zip(average.parameters(), online.parameters(), strict=True):
+            p_avg.lerp_(p, 1.0 - decay)
+
+
 def train_teacher(
     prepared: str | Path,
     out: str | Path,
@@ -326,13 +343,7 @@ def train_teacher(
             cond = model.condition(b["mel"], context, b["audio_keep"]).repeat(k, 1)
             part_weights = weights[torch.from_numpy(model.config.dims)]
             loss = loss + (((model.velocity(x_t, t, cond) - v_target) ** 2) * part_weights).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(models.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), models.parameters(), strict=True):
-                p_ema.lerp_(p, 1.0 - settings.ema)
+        _optimise(opt, loss, models, ema, settings.ema)
         step += 1
         if step % settings.eval_every == 0 or step == settings.steps:
             metrics = {
@@ -428,13 +439,7 @@ def distill(
             pred = student.x0(x, t_hi, student.condition(b["mel"], context))
             part_weights = weights[torch.from_numpy(student.config.dims)]
             loss = loss + (((pred - goal) ** 2) * part_weights).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in students.parameters() if p.requires_grad], 1.0)
-        opt.step()
-        with torch.no_grad():
-            for p_t, p in zip(targets.parameters(), students.parameters(), strict=True):
-                p_t.lerp_(p, 1.0 - settings.target_ema)
+        _optimise(opt, loss, students, targets, settings.target_ema)
         step += 1
         if step % settings.eval_every == 0 or step == settings.steps:
             metrics = {"step": step, "loss": float(loss.detach()), "minutes": (time.time() - started) / 60}
