@@ -105,8 +105,12 @@ class Engine(ABC):
         self.size = int(size)
 
     @abstractmethod
-    def prepare(self, portrait: str | Path | np.ndarray, avatar_id: str | None = None) -> PreparedAvatar:
-        """Analyse a portrait (path or RGB uint8 array). Raises ``PortraitError`` with a one-line reason."""
+    def prepare(self, portrait: str | Path | np.ndarray, avatar_id: str | None = None,
+                framing: str | None = None) -> PreparedAvatar:
+        """Analyse a portrait (path or RGB uint8 array). Raises ``PortraitError`` with a one-line reason.
+
+        ``framing``: ``full`` or ``head_and_shoulders`` (``avatar.face.framing.Framing``); None: the
+        engine's own default. Engines that do not frame portraits may ignore it."""
 
     @abstractmethod
     def new_session(self, avatar: PreparedAvatar, seed: int = 0) -> EngineSession:

@@ -35,16 +35,34 @@ def _quiet_native_stderr() -> Iterator[None]:
             os.close(null)
 
 
-def create_face_mesh(static_image_mode: bool = True, max_num_faces: int = 1, **options: Any) -> Any:
-    """A ready ``mp.solutions.face_mesh.FaceMesh`` (refined: 478 landmarks incl. irises), warmed up once
-    so its first-inference log lines are swallowed too. Not thread-safe: one per thread."""
+def import_mediapipe() -> Any:
+    """``import mediapipe`` without its start-up log lines; import it through here, not directly.
+
+    MediaPipe 0.10.14 declares protobuf<5, but the agent frameworks (pipecat, LiveKit; see
+    docs/integrations.md) need protobuf>=5, so with them installed protobuf is 6.x. Of what MediaPipe
+    uses, only ``SymbolDatabase.GetPrototype`` is gone in 6.x; it is given back here as protobuf's own
+    ``message_factory.GetMessageClass``. Tested with protobuf 4.25.9 and 6.33.6 (5.29 fails to parse
+    MediaPipe's graphs)."""
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype")
-    options.setdefault("refine_landmarks", True)
+    from google.protobuf import message_factory, symbol_database
+
+    if not hasattr(symbol_database.SymbolDatabase, "GetPrototype"):
+        symbol_database.SymbolDatabase.GetPrototype = (  # type: ignore[attr-defined]
+            lambda _self, descriptor: message_factory.GetMessageClass(descriptor)
+        )
     with _quiet_native_stderr():
         import mediapipe as mp
+    return mp
 
+
+def create_face_mesh(static_image_mode: bool = True, max_num_faces: int = 1, **options: Any) -> Any:
+    """A ready ``mp.solutions.face_mesh.FaceMesh`` (refined: 478 landmarks incl. irises), warmed up once
+    so its first-inference log lines are swallowed too. Not thread-safe: one per thread."""
+    options.setdefault("refine_landmarks", True)
+    mp = import_mediapipe()
+    with _quiet_native_stderr():
         mesh = mp.solutions.face_mesh.FaceMesh(
             static_image_mode=static_image_mode, max_num_faces=max_num_faces, **options
         )

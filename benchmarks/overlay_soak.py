@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import secrets
 import socket
 import subprocess
 import sys
@@ -58,11 +59,12 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def say(url: str, channel: str, text: str, voice: str) -> str:
+async def say(url: str, channel: str, key: str, text: str, voice: str) -> str:
     from websockets.asyncio.client import connect
 
     async with connect(url) as ws:
-        await ws.send(json.dumps({"type": "say", "channel": channel, "text": text, "voice": voice}))
+        await ws.send(json.dumps({"type": "say", "channel": channel, "key": key, "text": text,
+                                  "voice": voice}))
         return json.loads(await asyncio.wait_for(ws.recv(), 10)).get("type", "?")
 
 
@@ -92,7 +94,8 @@ def main() -> int:
                 break
             except OSError:
                 time.sleep(0.5)
-        query = "?bg=green" + (f"&channel={args.channel}" if args.channel else "")
+        key = secrets.token_urlsafe(18)  # the channel's secret (docs/protocol.md, Channels)
+        query = "?bg=green" + (f"&channel={args.channel}&key={key}" if args.channel else "")
         minutes: list[dict] = []
         replies: list[str] = []
         with sync_playwright() as p, ThreadPoolExecutor(1) as controller:
@@ -109,7 +112,7 @@ def main() -> int:
             while (now := time.monotonic()) < started + args.seconds:
                 if args.channel and now >= next_say:
                     k = said % len(SENTENCES)
-                    request = say(f"ws://127.0.0.1:{port}/ws", args.channel, SENTENCES[k], VOICES[k])
+                    request = say(f"ws://127.0.0.1:{port}/ws", args.channel, key, SENTENCES[k], VOICES[k])
                     # Playwright's sync API owns this thread's event loop: talk from another thread.
                     replies.append(controller.submit(asyncio.run, request).result())
                     said, next_say = said + 1, now + args.say_every

@@ -11,7 +11,10 @@ keeps only counters (no frames), so it can run for hours. Reported:
   timeline (``timeline_s``) and ``uptime_s`` against each other; and the change of the A/V offset
   (frame on screen vs audio timeline) between the first minute and the end;
 * memory: the server process's VmRSS (``/proc/<pid>/status``) after warm-up and at the end;
-* stalls: gaps over 200 ms between received frames; server repeats, drops, degraded time.
+* stalls: gaps over 200 ms between received frames; server repeats, drops, degraded time;
+* fresh vs delivered: client fps (frames received) beside the server's fresh fps (new engine pictures,
+  ``frames_fresh``) from warm-up to the end, the share of repeats, and the first frame / first animated
+  frame (definitions in stream_benchmark.py).
 """
 
 from __future__ import annotations
@@ -31,7 +34,13 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.stream_benchmark import DEFAULT_AUDIO, STALL_S, exchange_offer, start_server  # noqa: E402
+from benchmarks.stream_benchmark import (  # noqa: E402
+    DEFAULT_AUDIO,
+    STALL_S,
+    exchange_offer,
+    fresh_counts,
+    start_server,
+)
 from tests.paced_audio import PacedAudioTrack  # noqa: E402
 
 RTP_WRAP = 2**32
@@ -113,6 +122,7 @@ async def soak(ws_url: str, seconds: float, clip: np.ndarray, server_pid: int | 
     samples: list[dict] = []
     async with connect(ws_url) as ws:
         await pc.setLocalDescription(await pc.createOffer())
+        offered = time.monotonic()
         await exchange_offer(ws, pc, {"type": "offer", "sdp": pc.localDescription.sdp})
 
         async def collect() -> None:
@@ -137,7 +147,7 @@ async def soak(ws_url: str, seconds: float, clip: np.ndarray, server_pid: int | 
     await pc.close()
     for task in tasks:
         task.cancel()
-    return {"samples": samples, "final": final, "counter": counter, "seconds": seconds}
+    return {"samples": samples, "final": final, "counter": counter, "seconds": seconds, "offered": offered}
 
 
 def analyse(run: dict, fps: float) -> dict:
@@ -152,11 +162,22 @@ def analyse(run: dict, fps: float) -> dict:
         return s["shown_frame"] / fps - s["timeline_s"]
 
     rss0, rss1 = warm.get("rss_mb"), final.get("rss_mb")
+    counts = fresh_counts([warm, final] if warm is not final else [final])
+    first_frame_s = counter.first[0] - run["offered"]
+    first_animated_s = None
+    if counts["server_first_animated_s"] is not None and counts["server_first_frame_s"] is not None:
+        first_animated_s = round(
+            first_frame_s + counts["server_first_animated_s"] - counts["server_first_frame_s"], 3)
     hours = max(1e-6, (final["uptime_s"] - warm["uptime_s"]) / 3600)
     return {
         "seconds": round(final["uptime_s"], 1),
         "client_frames": counter.count,
         "client_fps": round(counter.count / max(wall, 1e-6), 3),
+        "server_fresh_fps": counts["fresh_fps"],
+        "server_sent_fps": counts["sent_fps"],
+        "repeat_share": counts["repeat_share"],
+        "first_frame_s": round(first_frame_s, 3),
+        "first_animated_s": first_animated_s,
         "drift_video_pts_vs_client_wall_ms": round((pts_s - wall) * 1000, 1),
         "drift_server_frames_vs_uptime_ms": round((final["frames_sent"] / fps - final["uptime_s"]) * 1000, 1),
         "drift_audio_timeline_vs_uptime_ms": round((final["timeline_s"] - final["uptime_s"]) * 1000, 1),

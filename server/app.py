@@ -4,9 +4,10 @@ Routes: ``GET /health`` (JSON status), ``GET /avatars`` (JSON list), ``GET /metr
 text), ``/ws`` (WebSocket signalling, docs/protocol.md), everything else from the static folder (``/`` ->
 index.html, ``/<page>`` -> ``<page>.html``). Nothing a client sends can crash the server or close it
 with an internal error. Sockets are capped (``server.max_connections``), rate limited per socket, closed
-when idle without a session, and optionally gated by origin and token (server/auth.py). A socket
-without a session of its own may act as a *controller*: its say/audio/interrupt messages carrying a
-``channel`` go to the speak-mode sessions whose offer named that channel.
+when idle without a session, gated by the browser origin (same-origin by default) and optionally by
+a token (server/auth.py). A socket without a session of its own may act as a *controller*: its
+say/audio/interrupt messages carrying a ``channel`` and its ``key`` go to the speak-mode sessions whose
+offer named that channel with that key (server/channels.py, server/speech_requests.py).
 """
 
 from __future__ import annotations
@@ -24,28 +25,30 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from avatar.engine import SAMPLE_RATE, Engine
+from avatar.engine import Engine
 from avatar.errors import AvatarError
 from server import signalling
-from server.auth import origin_ok, token_ok
+from server.auth import origin_refusal, token_ok
 from server.avatars import AvatarRegistry
+from server.channels import channel_targets
 from server.clock import Clock
 from server.config import Config
 from server.limits import ABUSIVE, REFUSED, MessageRateLimit
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server.metrics import ServerMetrics
 from server.session import Session, SessionRegistry
-from server.signalling import Interrupt, ListAvatars, Offer, Ping, PushAudio, Say, SignallingError
+from server.signalling import DetectLanguage, Interrupt, ListAvatars, Offer, Ping, SignallingError, Upload
 from server.speaker import SendText, TtsProvider
+from server.speech_requests import SpeechMessage, deliver
 from server.static_files import StaticFiles
+from server.uploads import PortraitUploads, UploadRequest
 
 log = logging.getLogger("server.app")
 WS_PATH = "/ws"
 MAX_QUEUED_MESSAGES = 8
+UPLOAD_PURGE_S = 30.0
 """Received messages buffered per socket before reading pauses (x max_message_bytes at worst)."""
 
-
-SpeechMessage = Say | PushAudio | Interrupt
 
 
 @dataclass(eq=False)  # hashed by identity: a controller's key in the sessions' listeners
@@ -66,7 +69,7 @@ class App:
         self.clock = clock
         self.avatars = AvatarRegistry(
             engine, config.path(config.avatar.default), config.path(config.avatar.dir),
-            require_consent=config.avatar.require_consent,
+            require_consent=config.avatar.require_consent, framing=config.avatar.framing,
         )
         self.sessions = SessionRegistry(config.server.max_sessions)
         self._sockets: set[ServerConnection] = set()
@@ -74,15 +77,20 @@ class App:
             self._live_totals, lambda: len(self.sessions), lambda: len(self._sockets)
         )
         self.tts = TtsProvider(config.speech.tts, config.speech.max_text_chars)
+        self.uploads = PortraitUploads(engine, config.avatar, config.server.max_message_bytes)
+        self._purger: asyncio.Task | None = None
         self.static = StaticFiles(config.path(config.server.static_dir))
         self._server: Server | None = None
         self._stopping = False
         self.port = config.server.port
+        self.host = config.server.host
+        """The address listened on (the origin check's DNS-rebinding guard applies on loopback)."""
 
     async def start(self, host: str | None = None, port: int | None = None) -> None:
         """Prepare the default avatar (a bad portrait raises ``PortraitError``) then listen.
         ``port`` 0 picks a free port (see ``self.port``)."""
         await self.avatars.prepare_default()
+        self.host = host or self.config.server.host
         self._server = await serve(
             self.handle_socket,
             host or self.config.server.host,
@@ -95,6 +103,7 @@ class App:
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("serving http://%s:%d engine=%s", host or self.config.server.host, self.port,
                  getattr(self.engine, "name", "engine"))
+        self._purger = asyncio.ensure_future(self._purge_uploads())
 
     async def stop(self) -> None:
         """Graceful shutdown within ``server.shutdown_timeout_s``: stop accepting, close sessions in
@@ -102,6 +111,8 @@ class App:
         if self._stopping:
             return
         self._stopping = True
+        if self._purger is not None:
+            self._purger.cancel()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.server.shutdown_timeout_s
         if self._server is not None:
@@ -125,6 +136,15 @@ class App:
                 log.warning("shutdown timeout: some connections were still open")
         log.info("server stopped")
 
+    def _uploads_in_use(self) -> set[str]:
+        return {session.avatar.avatar_id for session in self.sessions}
+
+    async def _purge_uploads(self) -> None:
+        """Drops idle uploaded portraits every ``UPLOAD_PURGE_S`` (server/uploads.py)."""
+        while True:
+            await asyncio.sleep(UPLOAD_PURGE_S)
+            self.uploads.purge(self._uploads_in_use())
+
     def _live_totals(self) -> dict[str, float]:
         totals: dict[str, float] = {}
         for session in self.sessions:
@@ -134,6 +154,7 @@ class App:
 
     def _session_closed(self, session: Session) -> None:
         self.sessions.remove(session)
+        self.uploads.touch(session.avatar.avatar_id)  # its idle time starts now
         self.metrics.session_closed({k: v for k, v in session.totals().items()
                                      if k not in ("queue_depth", "frame_buffer", "degraded")})
 
@@ -143,12 +164,15 @@ class App:
         server = self.config.server
         if path == WS_PATH:
             refusal = None
-            if not origin_ok(server.allowed_origins, request.headers):
-                refusal = text_response(403, "origin not allowed\n")
+            bad_origin = origin_refusal(server.allowed_origins, request.headers, self.host)
+            if len(self._sockets) >= server.max_connections:
+                refusal = text_response(503, "too many connections, try later\n")
+            elif bad_origin is not None:
+                # A browser hides an HTTP refusal from the page: accept, say why, close (handle_socket).
+                self.metrics.connections_refused.inc()
+                log.info("refused /ws from %s: %s", _peer(connection), bad_origin)
             elif not token_ok(server.auth_token, request.path, request.headers):
                 refusal = text_response(401, "missing or wrong token: add ?token=... to the URL\n")
-            elif len(self._sockets) >= server.max_connections:
-                refusal = text_response(503, "too many connections, try later\n")
             if refusal is not None:
                 self.metrics.connections_refused.inc()
                 log.info("refused /ws from %s: status=%d", _peer(connection), refusal.status_code)
@@ -159,7 +183,8 @@ class App:
             return make_response(200, self.metrics.render().encode(), METRICS_CONTENT_TYPE)
         if path == "/health":
             body = {"status": "ok", "engine": getattr(self.engine, "name", "engine"),
-                    "sessions": len(self.sessions), "badge": self.config.provenance.badge}
+                    "sessions": len(self.sessions), "badge": self.config.provenance.badge,
+                    "upload": self.uploads.enabled, "consent": self.config.avatar.require_consent}
             return json_response(body)
         if path == "/avatars":
             return json_response(self.avatars.public_list())
@@ -172,6 +197,17 @@ class App:
     # -------------------------------------------------------------------------------- signalling
     async def handle_socket(self, ws: ServerConnection) -> None:
         server = self.config.server
+        bad_origin = origin_refusal(server.allowed_origins, ws.request.headers, self.host)
+        if bad_origin is not None:  # none of its messages is read: one error for the page, then 1008
+            self._sockets.add(ws)
+            try:
+                await ws.send(signalling.error(bad_origin))
+                await close_socket(ws, 1008, "origin not allowed", timeout=1.0)
+            except ConnectionClosed:
+                pass
+            finally:
+                self._sockets.discard(ws)
+            return
         state = SocketState(peer=_peer(ws), limit=MessageRateLimit(
             server.max_messages_per_s, server.abuse_messages_per_s))
         self._sockets.add(ws)
@@ -215,6 +251,7 @@ class App:
             log.exception("socket error peer=%s", state.peer)
         finally:
             self._sockets.discard(ws)
+            self.uploads.forget(state)
             for session in self.sessions:  # a controller stops listening to the channels it sent to
                 session.speaker.listeners.pop(state, None)
             if state.session is not None:
@@ -224,7 +261,17 @@ class App:
     async def handle_message(self, state: SocketState, raw: str | bytes, send) -> str:
         """The reply to one client message (an error message for anything wrong)."""
         try:
+            if isinstance(raw, bytes | bytearray | memoryview) and self.uploads.receiving(state):
+                kind, fields = await self.uploads.receive(state, bytes(raw))
+                return signalling.event(kind, **fields)
             message = signalling.parse_message(raw)
+            if isinstance(message, Upload):
+                self.uploads.purge(self._uploads_in_use())
+                return signalling.event("upload_ready", **self.uploads.begin(
+                    state, _host(state.peer), UploadRequest(message.name, message.size, message.mime,
+                                                            message.consent)))
+            if isinstance(message, DetectLanguage):
+                return signalling.event("language", **await self.tts.detect_language(message.text))
             if isinstance(message, Ping):
                 return signalling.pong()
             if isinstance(message, ListAvatars):
@@ -247,7 +294,8 @@ class App:
         session = state.session
         if session is None or session.closed or not session.running:
             raise SignallingError("start a session first: send an offer")
-        return _reply(message, await _deliver(session, message))
+        accepted, _ = await deliver([session], message, self.tts)
+        return _reply(message, accepted[0][1])
 
     async def _channel_speech(self, state: SocketState, message: SpeechMessage, send: SendText) -> str:
         """A controller's message: delivered to every speak-mode session on the channel, each with its
@@ -257,22 +305,13 @@ class App:
         if own is not None and not own.closed:
             raise SignallingError(f"this socket has its own session ({own.id}): send without a 'channel'")
         name = message.channel
-        accepted: list[dict[str, Any]] = []
-        errors: list[str] = []
-        for session in self.sessions.on_channel(name):
-            if session.closed:
-                continue  # closed while an earlier target was being served
-            try:
-                accepted.append(await _deliver(session, message))
-            except AvatarError as exc:
-                errors.append(str(exc))
-                continue
+        targets = channel_targets(self.sessions, name, message.key or "", self.config.server.auth_token)
+        accepted, errors = await deliver(targets, message, self.tts)  # synthesized / decoded once
+        for session, _ in accepted:
             session.speaker.listeners[state] = send
-        if not accepted:
-            raise SignallingError(errors[0] if errors else f"no session on channel '{name}'")
-        fields = dict(accepted[0])
+        fields = dict(accepted[0][1])
         if isinstance(message, Interrupt):
-            fields["dropped_s"] = max(f["dropped_s"] for f in accepted)
+            fields["dropped_s"] = max(f["dropped_s"] for _, f in accepted)
         fields.update(channel=name, sessions=len(accepted))
         if errors:
             fields["errors"] = sorted(set(errors))
@@ -288,11 +327,15 @@ class App:
         except SignallingError:
             self.metrics.sessions_rejected.inc()
             raise
-        avatar = await self.avatars.get(offer.avatar)
+        if self.uploads.is_upload_id(offer.avatar):
+            avatar = self.uploads.find(offer.avatar, _host(state.peer))
+        else:
+            avatar = await self.avatars.get(offer.avatar, offer.framing)
         session = Session(
             self.config, self.engine, avatar, send,
             on_closed=self._session_closed, number=self.sessions.next_number(), clock=self.clock,
             mode=offer.mode, tts=self.tts, metrics=self.metrics, channel=offer.channel,
+            channel_key=offer.key,
         )
         try:
             self.sessions.add(session)  # may still say busy if another offer won the race
@@ -305,16 +348,6 @@ class App:
         answer_sdp = await session.start(offer.sdp)
         self.metrics.sessions_started.inc()
         return signalling.answer(answer_sdp, session.id)
-
-
-async def _deliver(session: Session, message: SpeechMessage) -> dict[str, Any]:
-    """Hand say/audio/interrupt to ``session``'s speaker; the reply's fields (refusals raise)."""
-    if isinstance(message, Say):
-        return await session.speaker.say(message.text, message.voice)
-    if isinstance(message, PushAudio):
-        return await session.speaker.push_audio(message)
-    record = session.speaker.interrupt()
-    return {"dropped_s": round((record["dropped_samples"] + record["muted"]) / SAMPLE_RATE, 2)}
 
 
 def _reply(message: SpeechMessage, fields: dict[str, Any]) -> str:
@@ -354,6 +387,11 @@ def json_response(value: object, status: int = 200) -> Response:
 
 def text_response(status: int, text: str) -> Response:
     return make_response(status, text.encode(), "text/plain; charset=utf-8")
+
+
+def _host(peer: str) -> str:
+    """The client address of a ``host:port`` peer string (uploads belong to it)."""
+    return peer.rsplit(":", 1)[0]
 
 
 def _peer(ws: ServerConnection) -> str:

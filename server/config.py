@@ -17,6 +17,7 @@ import yaml
 
 from avatar.audio.windowing import WindowConfig
 from avatar.errors import ConfigError
+from avatar.face.framing import parse_framing
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
@@ -40,7 +41,8 @@ class ServerSettings:
     abuse_messages_per_s: float = 40.0
     """Refused messages within one second beyond which the socket is closed with 1008."""
     allowed_origins: list = field(default_factory=list)
-    """Origins allowed to open /ws (empty: any); requests without an Origin header are allowed."""
+    """Browser origins allowed to open /ws: empty = same-origin only (Origin host:port == Host), ``"*"`` =
+    any; requests without an Origin header (non-browser clients) are allowed (server/auth.py)."""
     auth_token: str = ""
     """When set, /ws and /metrics need ``?token=`` or ``Authorization: Bearer``; empty: no auth."""
     log_format: str = "text"
@@ -63,7 +65,21 @@ class AvatarSettings:
     default: str = "avatar/assets/astronaut.png"
     dir: str = "avatars"
     require_consent: bool = False
-    """When true, folder portraits need ``"consent": true`` in their ``<id>.json`` sidecar to be listed."""
+    """When true, folder portraits need ``"consent": true`` in their ``<id>.json`` sidecar to be listed,
+    and visitors uploading a portrait must confirm the person shown agreed."""
+    allow_upload: bool = False
+    """Visitors may upload their own portrait from the pages (server/uploads.py). Off by default: a server
+    cannot tell a public deployment behind a proxy from a local one, so the operator turns it on."""
+    max_upload_bytes: int = 20000000
+    max_upload_pixels: int = 50000000
+    """Pixel count read from the file's header before decoding (decompression bombs stop here)."""
+    upload_idle_s: float = 900.0
+    """An uploaded portrait no session streams is dropped this long after its last use."""
+    uploads_per_client: int = 10
+    """Uploads per client address per 10 minutes."""
+    framing: str = "head_and_shoulders"
+    """How portraits are framed for video calls (``avatar.face.framing.Framing``): ``head_and_shoulders``
+    crops a wide picture around the face, ``full`` streams the whole picture; a sidecar may override it."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +167,10 @@ BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
     ("speech", "max_requests"): (1, 10000),
     ("speech", "rate_window_s"): (0.1, 3600),
     ("speech", "max_queued_s"): (1, 3600),
+    ("avatar", "max_upload_bytes"): (1024, 256 * 1024 * 1024),
+    ("avatar", "max_upload_pixels"): (4096, 400_000_000),
+    ("avatar", "upload_idle_s"): (1, 86400 * 7),
+    ("avatar", "uploads_per_client"): (1, 100000),
 }
 
 
@@ -315,10 +335,13 @@ LOG_FORMATS = ("text", "json")
 
 
 def _check(config: Config) -> None:
+    parse_framing(config.avatar.framing, "avatar.framing")
     if config.server.log_format not in LOG_FORMATS:
         raise ConfigError(f"server.log_format must be 'text' or 'json', got {config.server.log_format!r}")
-    if not all(isinstance(o, str) and o.strip() for o in config.server.allowed_origins):
-        raise ConfigError("server.allowed_origins must be a list of origins such as 'https://example.org'")
+    origins = config.server.allowed_origins
+    if not all(isinstance(o, str) and (o.strip() == "*" or "://" in o) for o in origins):
+        raise ConfigError("server.allowed_origins must be a list of origins such as 'https://example.org' "
+                          "(or \"*\" for any)")
     if config.server.auth_token != config.server.auth_token.strip():
         raise ConfigError("server.auth_token must not start or end with whitespace")
     if config.engine.size % 2:

@@ -2,10 +2,13 @@
 
 Format (every key optional)::
 
-    {"added": "2026-11-25T09:00:00+00:00", "by": "alice (token ops-1)", "consent": true, "note": "..."}
+    {"added": "2026-11-25T09:00:00+00:00", "by": "alice (token ops-1)", "consent": true, "note": "...",
+     "framing": "full"}
 
 ``added`` is an ISO 8601 time, ``by`` who added the portrait (a name or a token *label*, never a secret:
-``GET /avatars`` shows it), ``consent`` whether the person shown agreed, ``note`` free text.
+``GET /avatars`` shows it), ``consent`` whether the person shown agreed, ``note`` free text,
+``framing`` how this portrait is framed (``full`` or ``head_and_shoulders``; absent: the server's
+``avatar.framing``).
 A missing, unreadable or malformed sidecar reads as "no record" (``consent`` false) with one log line.
 """
 
@@ -16,6 +19,9 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+
+from avatar.errors import ConfigError
+from avatar.face.framing import parse_framing
 
 log = logging.getLogger("server.avatars")
 MAX_SIDECAR_BYTES = 65536
@@ -31,6 +37,8 @@ class ConsentRecord:
     note: str | None = None
     present: bool = False
     """Whether a usable sidecar was found."""
+    framing: str | None = None
+    """``full`` or ``head_and_shoulders`` for this portrait; None: the server's ``avatar.framing``."""
 
 
 NO_RECORD = ConsentRecord()
@@ -69,7 +77,14 @@ def parse_sidecar(text: str) -> ConsentRecord:
         if value is not None and not isinstance(value, str):
             raise SidecarError(f"'{key}' must be a string")
         texts[key] = value[:MAX_TEXT_CHARS] if value else None
-    return ConsentRecord(added=added, by=texts["by"], consent=consent, note=texts["note"], present=True)
+    framing = data.get("framing")
+    if framing is not None:
+        try:
+            framing = parse_framing(framing, "'framing'").value
+        except ConfigError as exc:
+            raise SidecarError(str(exc)) from None
+    return ConsentRecord(added=added, by=texts["by"], consent=consent, note=texts["note"], present=True,
+                         framing=framing)
 
 
 class SidecarReader:

@@ -126,12 +126,14 @@ class Registry:
 
 
 SECONDS_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0)
+STARTUP_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 
 
 class ServerMetrics:
     """The server's metrics. ``live`` returns the running sessions' counter values to add at scrape
-    time: a mapping name -> value for ``frames_sent``, ``frames_repeated``, ``frames_dropped``,
-    ``windows_dropped``, ``windows_skipped``, ``queue_depth``, ``frame_buffer``, ``degraded``."""
+    time: a mapping name -> value for ``frames_sent``, ``frames_fresh``, ``frames_repeated``,
+    ``frames_still``, ``frames_dropped``, ``windows_dropped``, ``windows_skipped``, ``queue_depth``,
+    ``frame_buffer``, ``degraded``."""
 
     def __init__(self, live: Callable[[], dict[str, float]], sessions: Callable[[], int],
                  connections: Callable[[], int]) -> None:
@@ -145,8 +147,10 @@ class ServerMetrics:
         self.sessions_rejected = r.add(Counter(
             "avatar_sessions_rejected_total", "Offers refused because the server was full or stopping."))
         for key, help_text in (
-            ("frames_sent", "Video frames sent (one per tick of engine.fps)."),
+            ("frames_sent", "Video frames sent (one per tick of engine.fps): fresh + repeated + still."),
+            ("frames_fresh", "Ticks that sent a new picture from the engine."),
             ("frames_repeated", "Ticks that re-sent the previous frame because no new one was ready."),
+            ("frames_still", "Ticks that sent the unanimated portrait before the engine's first frame."),
             ("frames_dropped", "Rendered frames thrown away (buffer full or skipped for latency)."),
             ("windows_dropped", "Audio windows dropped because the engine fell behind."),
             ("windows_skipped", "Audio windows not rendered on purpose while a session was degraded."),
@@ -170,6 +174,14 @@ class ServerMetrics:
             "avatar_server_latency_seconds",
             "Audio in to frame out inside the server (the server's part of mouth-to-photon).",
             SECONDS_BUCKETS))
+        self.first_frame_seconds = r.add(Histogram(
+            "avatar_first_frame_seconds",
+            "Offer received to first video frame sent (often the still portrait), per session.",
+            STARTUP_BUCKETS))
+        self.first_animated_frame_seconds = r.add(Histogram(
+            "avatar_first_animated_frame_seconds",
+            "Offer received to first engine-generated (animated) frame sent, per session.",
+            STARTUP_BUCKETS))
 
     def _reader(self, key: str, total: bool = False) -> Callable[[], float]:
         def read() -> float:

@@ -1,8 +1,11 @@
 """Make the avatar on a channel speak (a controller without a session of its own; docs/protocol.md).
 
-    python -m server.say_to_channel --url ws://127.0.0.1:8080/ws --channel stage --text "Hola" --voice es
-    python -m server.say_to_channel --channel stage --wav hello.wav --wait
-    python -m server.say_to_channel --channel stage --interrupt
+    python -m server.say_to_channel --url ws://127.0.0.1:8080/ws --channel stage --key KEY --text "Hola"
+    python -m server.say_to_channel --channel stage --key KEY --wav hello.wav --wait
+    python -m server.say_to_channel --channel stage --key KEY --interrupt
+
+``KEY`` is the secret the overlay was opened with (``/overlay?channel=stage&key=KEY``) or the server's
+``auth_token``.
 
 Prints the server's reply (and with ``--wait`` the speaking events until ``speaking_finished``) as
 JSON lines; exit status 0 when the request was taken, 1 otherwise (the reason on stderr).
@@ -23,12 +26,13 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 
 def build_request(args: argparse.Namespace) -> dict:
     """The say / audio / interrupt message for the chosen action."""
+    target = {"channel": args.channel, "key": args.key}
     if args.interrupt:
-        return {"type": "interrupt", "channel": args.channel}
+        return {"type": "interrupt", **target}
     if args.wav is not None:
         data = base64.b64encode(Path(args.wav).read_bytes()).decode()
-        return {"type": "audio", "format": "wav", "data": data, "channel": args.channel}
-    return {"type": "say", "text": args.text, "voice": args.voice, "channel": args.channel}
+        return {"type": "audio", "format": "wav", "data": data, **target}
+    return {"type": "say", "text": args.text, "voice": args.voice, **target}
 
 
 async def send_request(url: str, request: dict, token: str = "", wait: bool = False,
@@ -63,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--url", default="ws://127.0.0.1:8080/ws", help="the server's /ws address")
     parser.add_argument("--channel", required=True, help="the channel the overlay was opened with")
+    parser.add_argument("--key", required=True,
+                        help="the channel's secret key (the overlay's key=...) or the server's auth_token")
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--text", help="text to speak")
     action.add_argument("--wav", help="a PCM WAV file to speak (at most 30 s)")

@@ -28,6 +28,7 @@ from server.degrade import LoadShedder
 from server.echo_audio import EchoAudioTrack
 from server.engine_worker import EngineWorker
 from server.logs import SessionLog
+from server.mdns_candidates import add_later, split_mdns_candidates
 from server.metrics import ServerMetrics
 from server.signalling import SignallingError
 from server.speaker import Speaker, TtsProvider
@@ -95,6 +96,7 @@ class Session:
         tts: TtsProvider | None = None,
         metrics: ServerMetrics | None = None,
         channel: str | None = None,
+        channel_key: str | None = None,
     ) -> None:
         self.id = secrets.token_hex(4)
         self.log = SessionLog(log, self.id)
@@ -123,7 +125,9 @@ class Session:
         """``mirror``: the face speaks the inbound microphone; ``speak``: it speaks say/audio requests
         and the microphone only drives barge-in."""
         self.channel = channel
-        """Speak mode: the name controllers (sockets without a session) send say/audio/interrupt to."""
+        """Speak mode: the name controllers (sockets without a session) send say/audio/interrupt to ..."""
+        self.channel_key = channel_key
+        """... with this secret (server/channels.py)."""
         self.speaker = Speaker(self, tts or TtsProvider(config.speech.tts, config.speech.max_text_chars))
         self.discard_before = 0  # engine frames with a smaller index are stale (cut before an interrupt)
         self.echo: EchoAudioTrack | None = None
@@ -147,6 +151,8 @@ class Session:
         self._last_engine_ms = 0.0
         self._latency_s: list[float] = []
         self._last_latency_ms = 0.0
+        self._last_fresh = 0  # video.fresh at the last stats() call
+        self._first_frame_observed = False
 
     # ----------------------------------------------------------------------------------- lifecycle
     @property
@@ -174,10 +180,13 @@ class Session:
         self.pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=ice))
         pc.on("track", self._on_track)
         pc.on("connectionstatechange", self._on_connection_state)
+        offer_sdp, mdns_candidates, mdns_ended = split_mdns_candidates(offer_sdp)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         except Exception as exc:
             raise SignallingError(f"invalid offer sdp: {exc.__class__.__name__}: {exc}") from None
+        if mdns_candidates:  # resolved in the background: aiortc would wait up to 1 s for them here
+            self.spawn(add_later(pc, mdns_candidates, mdns_ended), "mdns-candidates")
         kinds = [t.kind for t in pc.getTransceivers()]
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "audio":
@@ -256,6 +265,7 @@ class Session:
             except Exception:
                 self.log.exception("closing the peer connection failed")
         self.buffer.clear()
+        self._observe_first_frame()
         _quietly(lambda: self._on_closed(self))
         if self.running:
             await self._send_quietly(signalling.ended(self.id, reason))
@@ -344,6 +354,19 @@ class Session:
             self._latency_s.append(sent_at - arrived)
         if arrived is not None and self.metrics is not None:
             self.metrics.latency_seconds.observe(max(0.0, sent_at - arrived))
+        if self.video.fresh == 1:
+            self._observe_first_frame()
+            if self.metrics is not None:
+                self.metrics.first_animated_frame_seconds.observe(max(0.0, sent_at - self.started_at))
+
+    def _observe_first_frame(self) -> None:
+        """Record offer -> first frame sent in /metrics, once, as soon as it is known."""
+        first = self.video.first_sent_at
+        if first is None or self._first_frame_observed:
+            return
+        self._first_frame_observed = True
+        if self.metrics is not None:
+            self.metrics.first_frame_seconds.observe(max(0.0, first - self.started_at))
 
     def _on_engine_error(self, exc: BaseException) -> None:
         if self.closed:
@@ -378,7 +401,9 @@ class Session:
         worker = self.worker
         return {
             "frames_sent": self.video.sent,
+            "frames_fresh": self.video.fresh,
             "frames_repeated": self.video.repeated,
+            "frames_still": self.video.stills,
             "frames_dropped": self.buffer.dropped + self.buffer.skipped,
             "windows_dropped": worker.windows_dropped if worker else 0,
             "windows_skipped": self.shedder.skipped,
@@ -399,12 +424,21 @@ class Session:
             self._last_latency_ms = 1000.0 * sum(self._latency_s) / len(self._latency_s)
             self._latency_s = []
         self._last_stats = (now, self.video.sent)
+        last_fresh, self._last_fresh = self._last_fresh, self.video.fresh
+        self._observe_first_frame()
+        video = self.video
         worker = self.worker
         return {
             "session": self.id,
-            "fps": round((self.video.sent - last_sent) / elapsed, 2),
-            "frames_sent": self.video.sent,
-            "frames_repeated": self.video.repeated,
+            "fps": round((video.sent - last_sent) / elapsed, 2),
+            "fresh_fps": round((video.fresh - last_fresh) / elapsed, 2),
+            "frames_sent": video.sent,
+            "frames_fresh": video.fresh,
+            "frames_repeated": video.repeated,
+            "frames_still": video.stills,
+            "repeat_share": round(1.0 - video.fresh / video.sent, 4) if video.sent else None,
+            "first_frame_s": _since(video.first_sent_at, self.started_at),
+            "first_animated_s": _since(video.first_fresh_at, self.started_at),
             "frames_dropped": self.buffer.dropped + self.buffer.skipped,
             "windows_dropped": worker.windows_dropped if worker else 0,
             "engine_ms": round(self._last_engine_ms, 2),
@@ -450,6 +484,11 @@ class Session:
             await asyncio.wait_for(self._send(text), timeout=2.0)
         except Exception:  # the socket is gone; the session ends through the socket handler
             pass
+
+
+def _since(moment: float | None, start: float) -> float | None:
+    """Seconds from ``start`` to ``moment`` (3 decimals), None while ``moment`` is unknown."""
+    return None if moment is None else round(moment - start, 3)
 
 
 def _quietly(action: Callable[[], object]) -> None:

@@ -11,11 +11,17 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from avatar.errors import AvatarError
+from avatar.errors import AvatarError, ConfigError
+from avatar.face.framing import Framing, parse_framing
 
 AVATAR_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CHANNEL_NAME = AVATAR_ID
 """Channel names follow the avatar id rule: 1-64 letters, digits, '_' or '-'."""
+CHANNEL_KEY = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+"""The secret an overlay opens a channel with: 16-128 URL-safe characters (``secrets.token_urlsafe``)."""
+MAX_KEY_CHARS = 512
+"""A controller's ``key`` is a channel key or the server token (any string), at most this long."""
+KEY_HINT = "python -c 'import secrets; print(secrets.token_urlsafe(18))' makes one"
 MAX_SDP_CHARS = 128 * 1024
 """A browser offer is 3-15 KB; anything far larger is not an SDP we want to parse."""
 
@@ -35,7 +41,12 @@ class Offer:
     mode: str = "mirror"
     """``mirror``: the face speaks the microphone; ``speak``: it speaks say/audio, the mic only barges in."""
     channel: str | None = None
-    """Speak mode only: controllers (sockets without a session) reach this session by this name."""
+    """Speak mode only: controllers (sockets without a session) reach this session by this name ..."""
+    key: str | None = None
+    """... and this secret (``CHANNEL_KEY``), required with a channel."""
+    framing: Framing | None = None
+    """``full`` or ``head_and_shoulders`` for this session's portrait; None: the avatar's own (sidecar or
+    ``avatar.framing``). Uploaded portraits stream as previewed and ignore it."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +64,9 @@ class Say:
     text: str
     voice: str = "en"
     channel: str | None = None
-    """None: this socket's own session; a name: every speak-mode session on that channel."""
+    """None: this socket's own session; a name: every speak-mode session on that channel ..."""
+    key: str | None = None
+    """... opened with this key (or any of them, when this is the server's auth token)."""
 
 
 @dataclass(frozen=True)
@@ -64,14 +77,35 @@ class PushAudio:
     """base64, not yet decoded."""
     sample_rate: int | None = None
     channel: str | None = None
+    key: str | None = None
 
 
 @dataclass(frozen=True)
 class Interrupt:
     channel: str | None = None
+    key: str | None = None
 
 
-ClientMessage = Offer | ListAvatars | Ping | Say | PushAudio | Interrupt
+@dataclass(frozen=True)
+class Upload:
+    """Announces a portrait file; its bytes follow as binary frames (server/uploads.py)."""
+
+    name: str
+    size: int
+    mime: str | None = None
+    consent: bool = False
+
+
+@dataclass(frozen=True)
+class DetectLanguage:
+    text: str
+
+
+MAX_UPLOAD_NAME_CHARS = 255
+AUTO_VOICE = "auto"
+"""``say`` with this voice: the server picks the voice from the text's language."""
+
+ClientMessage = Offer | ListAvatars | Ping | Say | PushAudio | Interrupt | Upload | DetectLanguage
 
 
 def parse_message(raw: str | bytes) -> ClientMessage:
@@ -98,10 +132,18 @@ def parse_message(raw: str | bytes) -> ClientMessage:
     if kind == "audio":
         return _parse_audio(data)
     if kind == "interrupt":
-        return Interrupt(channel=_parse_channel(data))
+        return Interrupt(*_parse_target(data))
+    if kind == "upload":
+        return _parse_upload(data)
+    if kind == "detect_language":
+        text = data.get("text")
+        if not isinstance(text, str):
+            raise SignallingError("detect_language needs a 'text' string")
+        return DetectLanguage(text=text)
     shown = kind if len(kind) <= 40 else kind[:40] + "..."
     raise SignallingError(
-        f"unknown message type {shown!r}; expected offer, list_avatars, ping, say, audio or interrupt"
+        f"unknown message type {shown!r}; expected offer, list_avatars, ping, say, audio, interrupt, upload "
+        "or detect_language"
     )
 
 
@@ -125,7 +167,21 @@ def _parse_offer(data: dict[str, Any]) -> Offer:
     channel = _parse_channel(data)
     if channel is not None and mode != "speak":
         raise SignallingError("a 'channel' needs a speak-mode session: offer with \"mode\": \"speak\"")
-    return Offer(sdp=sdp, avatar=avatar or None, mode=mode, channel=channel)
+    key = None
+    if channel is not None:
+        key = data.get("key")
+        if key is None or key == "":
+            raise SignallingError(f"a 'channel' needs a secret 'key' (16-128 letters, digits, '_' or '-'; "
+                                  f"{KEY_HINT})")
+        if not isinstance(key, str) or not CHANNEL_KEY.match(key):
+            raise SignallingError(f"invalid channel key: use 16-128 letters, digits, '_' or '-' ({KEY_HINT})")
+    framing = data.get("framing")
+    if framing is not None and framing != "":
+        try:
+            framing = parse_framing(framing, "offer framing")
+        except ConfigError as exc:
+            raise SignallingError(str(exc)) from None
+    return Offer(sdp=sdp, avatar=avatar or None, mode=mode, channel=channel, key=key, framing=framing or None)
 
 
 def _parse_channel(data: dict[str, Any]) -> str | None:
@@ -138,6 +194,20 @@ def _parse_channel(data: dict[str, Any]) -> str | None:
     return channel
 
 
+def _parse_target(data: dict[str, Any]) -> tuple[str | None, str | None]:
+    """``channel`` and ``key`` of a say/audio/interrupt: (None, None) for the socket's own session; a
+    channel needs a ``key`` (the overlay's channel key or the server token)."""
+    channel = _parse_channel(data)
+    if channel is None:
+        return None, None
+    key = data.get("key")
+    if key is None or key == "":
+        raise SignallingError(f"channel '{channel}' needs its 'key': the secret the overlay was opened with")
+    if not isinstance(key, str) or len(key) > MAX_KEY_CHARS:
+        raise SignallingError(f"channel 'key' must be a string of at most {MAX_KEY_CHARS} characters")
+    return channel, key
+
+
 def _parse_say(data: dict[str, Any]) -> Say:
     text = data.get("text")
     if not isinstance(text, str):
@@ -145,7 +215,21 @@ def _parse_say(data: dict[str, Any]) -> Say:
     voice = data.get("voice", "en")
     if not isinstance(voice, str) or not voice.strip():
         raise SignallingError("say 'voice' must be a language code such as en, es, de, fr")
-    return Say(text=text, voice=voice.strip(), channel=_parse_channel(data))
+    return Say(text, voice.strip(), *_parse_target(data))
+
+
+def _parse_upload(data: dict[str, Any]) -> Upload:
+    name, size, mime = data.get("name"), data.get("bytes"), data.get("mime")
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_UPLOAD_NAME_CHARS:
+        raise SignallingError("upload needs a file 'name' (at most 255 characters)")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise SignallingError("upload needs the file's size in 'bytes' (a whole number)")
+    if mime is not None and (not isinstance(mime, str) or len(mime) > 100):
+        raise SignallingError("upload 'mime' must be a short string such as image/jpeg")
+    consent = data.get("consent", False)
+    if not isinstance(consent, bool):
+        raise SignallingError("upload 'consent' must be true or false")
+    return Upload(name=name.strip(), size=size, mime=mime or None, consent=consent)
 
 
 def _parse_audio(data: dict[str, Any]) -> PushAudio:
@@ -160,7 +244,7 @@ def _parse_audio(data: dict[str, Any]) -> PushAudio:
         raise SignallingError("audio 'sample_rate' must be a whole number of Hz")
     if fmt == "pcm16" and rate is None:
         raise SignallingError("pcm16 audio needs a 'sample_rate'")
-    return PushAudio(format=fmt, data=payload, sample_rate=rate, channel=_parse_channel(data))
+    return PushAudio(fmt, payload, rate, *_parse_target(data))
 
 
 def answer(sdp: str, session_id: str) -> str:

@@ -23,10 +23,11 @@ from avatar.audio.vad import VoiceActivity
 from avatar.engine import SAMPLE_RATE
 from avatar.errors import AvatarError, ConfigError
 from avatar.tts import TextToSpeech, create_tts
+from avatar.tts.language import LanguageGuesser
 from server import signalling
 from server.audio_input import MonoResampler
-from server.signalling import PushAudio, SignallingError
-from server.speech_input import RateLimiter, SpeechQueue, decode_pushed_audio, resolve_voice
+from server.signalling import SignallingError
+from server.speech_input import RateLimiter, SpeechQueue
 
 if TYPE_CHECKING:
     from server.session import Session
@@ -52,6 +53,16 @@ class TtsProvider:
         self.max_chars = max_chars
         self._tts: TextToSpeech | None = None
         self._lock = asyncio.Lock()
+        self.languages = LanguageGuesser()
+        """Tells a text's language among the voices the pages offer (avatar/tts/language.py)."""
+
+    async def detect_language(self, text: str) -> dict[str, Any]:
+        """``{"language": "es" | None, "confidence": 0..1}`` for ``text`` (None: too short or unsure), told
+        in a worker thread."""
+        if len(text) > self.max_chars:
+            raise SignallingError(f"text too long: {len(text)} characters (at most {self.max_chars})")
+        found = await asyncio.to_thread(self.languages.guess, text)
+        return {"language": found.code if found else None, "confidence": found.confidence if found else 0.0}
 
     async def get(self) -> TextToSpeech:
         async with self._lock:
@@ -100,7 +111,8 @@ class Speaker:
         return self.state != IDLE or self.pending > 0 or self.queue.queued_samples > 0
 
     # ------------------------------------------------------------------------------- requests
-    def _check_mode(self, what: str) -> None:
+    def check_mode(self, what: str) -> None:
+        """say/audio need a speak-mode session (``SignallingError`` otherwise)."""
         if self.session.mode != "speak":
             raise SignallingError(f"{what} needs a speak-mode session: offer with \"mode\": \"speak\"")
 
@@ -113,39 +125,21 @@ class Speaker:
                 f"speech queue full: {queued:.0f} s waiting (at most {limit:g} s); wait or send interrupt"
             )
 
-    async def say(self, text: str, voice: str) -> dict[str, Any]:
-        """Validate, then synthesize in a worker thread; returns the ``queued`` reply's fields (errors
-        raise)."""
-        self._check_mode("say")
-        text = " ".join(text.split())
-        if not text:
-            raise SignallingError("nothing to say: the text is empty")
-        limit = self.settings.max_text_chars
-        if len(text) > limit:
-            raise SignallingError(f"text too long: {len(text)} characters (at most {limit})")
+    def admit(self) -> float:
+        """Room in the speech queue, then the per-session rate limit, which counts this request: returns
+        its stamp for ``refund`` (refusals raise ``SignallingError``). Called before any synthesis or
+        decoding (server/speech_requests.py)."""
         self._check_queue_room()
-        tts = await self.tts.get()
-        voice = resolve_voice(voice, await asyncio.to_thread(tts.voices))
-        self.limiter.check("say/audio messages")
-        job = asyncio.ensure_future(asyncio.to_thread(tts.synthesize, text, voice))
-        self._enqueue(job, "say")
-        return {"request": "say", "voice": voice}
+        return self.limiter.check("say/audio messages")
 
-    async def push_audio(self, message: PushAudio) -> dict[str, Any]:
-        """Decode in a worker thread; returns the ``queued`` reply's fields, with the clip's length in
-        seconds (errors raise)."""
-        self._check_mode("audio")
-        self._check_queue_room()
-        s = self.settings
-        samples = await asyncio.to_thread(
-            decode_pushed_audio, message.format, message.data, message.sample_rate,
-            s.max_audio_seconds, s.max_audio_bytes,
-        )
-        self.limiter.check("say/audio messages")
-        job = asyncio.get_running_loop().create_future()
-        job.set_result(samples)
-        self._enqueue(job, "audio")
-        return {"request": "audio", "seconds": round(samples.size / SAMPLE_RATE, 3)}
+    def refund(self, stamp: float) -> None:
+        """Uncount an admitted request that then failed (pushed audio that did not decode)."""
+        self.limiter.refund(stamp)
+
+    def speak(self, job: asyncio.Future, what: str) -> None:
+        """Queue the 16 kHz float32 samples ``job`` resolves to after every earlier request; ``job`` may be
+        shared by several sessions (one synthesis or decoding per channel message)."""
+        self._enqueue(job, what)
 
     def _enqueue(self, job: asyncio.Future, what: str) -> None:
         """Queue ``job``'s samples after every earlier request (whatever their outcome)."""

@@ -33,18 +33,33 @@ def resolve_voice(voice: str, available: list[str]) -> str:
     raise SignallingError(f"unknown voice {shown!r}; use a language code such as en, es, de, fr, zh")
 
 
+def check_pushed_audio(
+    fmt: str, data: str, sample_rate: int | None, max_seconds: float, max_bytes: int
+) -> None:
+    """The checks that need no decoding (constant time, safe on the event loop): the decoded size from
+    the base64 length (``max_bytes``), and for ``pcm16`` the sample rate and the duration."""
+    size = len(data) * 3 // 4 - data[-2:].count("=")
+    if size > max_bytes:
+        raise SignallingError(
+            f"audio too large: {size / 1e6:.3g} MB decoded (at most {max_bytes / 1e6:.3g} MB)"
+        )
+    if fmt == "pcm16":
+        rate = int(sample_rate or 0)
+        _check_rate(rate)
+        seconds = size / 2 / rate
+        if seconds > max_seconds:
+            raise SignallingError(f"audio too long: {seconds:.1f} s (at most {max_seconds:g} s)")
+
+
 def decode_pushed_audio(
     fmt: str, data: str, sample_rate: int | None, max_seconds: float, max_bytes: int
 ) -> np.ndarray:
     """base64 ``wav`` or ``pcm16`` (little-endian mono at ``sample_rate``) -> 16 kHz mono float32, shape (n,).
 
-    Limits: decoded size ``max_bytes``, duration ``max_seconds``, sample rate 8000..48000 Hz.
+    Limits: decoded size ``max_bytes``, duration ``max_seconds``, sample rate 8000..48000 Hz. CPU-bound:
+    run it in a worker thread, after ``check_pushed_audio`` and the rate limit.
     """
-    estimate = len(data) * 3 // 4
-    if estimate > max_bytes:
-        raise SignallingError(
-            f"audio too large: {estimate / 1e6:.1f} MB decoded (at most {max_bytes / 1e6:.1f} MB)"
-        )
+    check_pushed_audio(fmt, data, sample_rate, max_seconds, max_bytes)
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
@@ -105,8 +120,9 @@ class RateLimiter:
         self.clock = clock or MonotonicClock()
         self._times: collections.deque[float] = collections.deque()
 
-    def check(self, what: str = "requests") -> None:
-        """Count one event, or raise ``SignallingError`` (not counted) when over the limit."""
+    def check(self, what: str = "requests") -> float:
+        """Count one event, or raise ``SignallingError`` (not counted) when over the limit. Returns the
+        event's time stamp, for ``refund``."""
         now = self.clock.now()
         while self._times and now - self._times[0] >= self.window_s:
             self._times.popleft()
@@ -117,6 +133,14 @@ class RateLimiter:
                 f" try again in {wait:.1f} s"
             )
         self._times.append(now)
+        return now
+
+    def refund(self, stamp: float) -> None:
+        """Uncount the event ``check`` stamped (a request that failed before it was accepted)."""
+        try:
+            self._times.remove(stamp)
+        except ValueError:
+            pass  # already out of the window
 
 
 class SpeechQueue:

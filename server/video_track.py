@@ -3,6 +3,13 @@
 ``recv()`` only waits for the next tick and takes what is there: the next rendered frame, else the
 last one again (counted as repeated), or the avatar's still portrait before the first rendered frame.
 Frame ``k`` has ``pts = k * 90000 / fps`` in time base 1/90000.
+
+Every sent frame is one of three kinds, counted separately (``sent == fresh + repeated + stills``):
+**fresh** (a picture the engine made and that was not sent before), **repeated** (the last engine
+picture again, because no new one was ready) and **still** (the unanimated portrait, before the first
+engine picture). The first fresh frame is the *first animated frame*: the first picture the engine
+generated from the audio timeline (silence included: idle motion, blinks and breathing count), as
+opposed to the prepared portrait shown while the engine starts.
 """
 
 from __future__ import annotations
@@ -99,11 +106,16 @@ class PacedVideoTrack(MediaStreamTrack):
         self.pacer = Pacer(self.clock, 1.0 / self.fps)
         self._image = np.ascontiguousarray(still_image, dtype=np.uint8)
         self.sent = 0
+        self.fresh = 0  # ticks that sent a new engine frame
         self.repeated = 0  # ticks that re-sent the previous engine frame
         self.stills = 0  # ticks that sent the portrait before the first engine frame
         self.shown_index = -1  # timeline index of the engine frame sent last (-1: none yet)
         self.shown_at = 0.0  # clock time it was sent
         self.first_sent_at: float | None = None
+        self.first_fresh_at: float | None = None
+        """Clock time the first animated (engine) frame was sent; None before it."""
+        self.first_fresh_tick: int | None = None
+        """Tick number of that frame (its pts is ``tick * 90000 / fps``); None before it."""
 
     async def recv(self) -> VideoFrame:
         if self.readyState != "live":
@@ -116,6 +128,9 @@ class PacedVideoTrack(MediaStreamTrack):
         if frame is not None:
             self._image = frame.image
             self.shown_index, self.shown_at = frame.index, now
+            self.fresh += 1
+            if self.first_fresh_at is None:
+                self.first_fresh_at, self.first_fresh_tick = now, tick
             if self.on_shown is not None:
                 self.on_shown(frame, now)
         elif self.shown_index >= 0:

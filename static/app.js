@@ -3,7 +3,8 @@
 import { microphoneAvailable, MIC_INSECURE, openMicrophone, refreshMicrophonePicker } from "./devices.js";
 import { AvatarSession, SERVER_UNREACHABLE } from "./signalling.js";
 import { showAiBadgeIfConfigured } from "./badge.js";
-import { StatsMonitor } from "./stats.js";
+import { acceptPortraitFiles, uploadPortrait, uploadSettings } from "./upload.js";
+import { serverFrameStats, StatsMonitor } from "./stats.js";
 
 const HEALTH_TIMEOUT_MS = 4000;
 
@@ -22,6 +23,8 @@ const ui = {
   latency: $("stat-latency"),
   frames: $("stat-frames"),
   serverFps: $("stat-server-fps"),
+  freshFps: $("stat-fresh-fps"),
+  firstFrame: $("stat-first-frame"),
   engineMs: $("stat-engine-ms"),
   repeated: $("stat-repeated"),
 };
@@ -55,7 +58,8 @@ const formatNumber = (value, digits = 0) =>
   typeof value === "number" && Number.isFinite(value) ? value.toFixed(digits) : "–";
 
 function resetStats() {
-  for (const el of [ui.fps, ui.latency, ui.frames, ui.serverFps, ui.engineMs, ui.repeated]) el.textContent = "–";
+  for (const el of [ui.fps, ui.latency, ui.frames, ui.serverFps, ui.freshFps, ui.engineMs, ui.repeated,
+    ui.firstFrame]) el.textContent = "–";
   ui.speaking.hidden = true;
 }
 
@@ -77,6 +81,12 @@ function showServerStats(event) {
   ui.serverFps.textContent = formatNumber(pick(event, ["fps", "fps_sent", "sent_fps"]), 1);
   ui.engineMs.textContent = formatNumber(pick(event, ["engine_ms", "engine_ms_per_frame", "engine_ms_frame"]), 1);
   ui.repeated.textContent = formatNumber(pick(event, ["repeated", "frames_repeated", "repeated_frames"]));
+  const frames = serverFrameStats(event);
+  ui.freshFps.textContent = formatNumber(frames.freshFps, 1);
+  if (frames.repeatShare !== null) ui.repeated.textContent += ` (${formatNumber(100 * frames.repeatShare)}%)`;
+  ui.firstFrame.textContent = frames.firstFrameS === null ? "–"
+    : `${formatNumber(frames.firstFrameS, 2)} s / ${frames.firstAnimatedS === null ? "–"
+      : `${formatNumber(frames.firstAnimatedS, 2)} s`}`;
   if (typeof event.speaking === "boolean") ui.speaking.hidden = !event.speaking;
 }
 
@@ -198,8 +208,57 @@ ui.start.addEventListener("click", () => {
 ui.video.addEventListener("playing", () => {
   if (current) {
     ui.placeholder.hidden = true;
+    $("preview").hidden = true;
     setState("live");
   }
+});
+
+/** The visitor's own portrait: uploaded, shown framed as it will stream, then picked in the avatar list
+ * (a running session restarts with it). */
+async function usePortraitFile(file) {
+  const consent = $("consent");
+  if (!$("consent-row").hidden && !consent.checked) {
+    showMessage("Tick the box to confirm the person in the photo agreed, then try again");
+    consent.focus();
+    return;
+  }
+  $("choose").disabled = true;
+  showMessage("Sending your portrait…", "info");
+  try {
+    const portrait = await uploadPortrait(file, {
+      consent: consent.checked,
+      onProgress: (share, phase) => showMessage(phase === "preparing" ? "Finding the face…"
+        : `Sending your portrait… ${Math.round(100 * share)}%`, "info"),
+    });
+    const preview = $("preview");
+    preview.src = portrait.preview;
+    preview.hidden = false;
+    ui.placeholder.hidden = true;
+    let option = ui.avatarSelect.querySelector("option[data-upload]");
+    if (!option) {
+      option = new Option("Your portrait", portrait.avatar);
+      option.dataset.upload = "true";
+      ui.avatarSelect.append(option);
+    }
+    option.value = portrait.avatar;
+    ui.avatarSelect.value = portrait.avatar;
+    const warnings = (portrait.warnings ?? []).join("; ");
+    const next = current ? "Restarting with it…" : "Press Start to animate it.";
+    showMessage(`This is how your portrait will look. ${next}${warnings ? ` Note: ${warnings}` : ""}`, "info");
+    if (current) start();
+  } catch (error) {
+    showMessage(error.message);
+  } finally {
+    $("choose").disabled = false;
+  }
+}
+
+uploadSettings().then(({ upload, consent }) => {
+  $("upload").hidden = !upload;
+  $("consent-row").hidden = !consent;
+  if (!upload) return;
+  acceptPortraitFiles(document.querySelector(".stage"), $("file"), usePortraitFile);
+  $("choose").addEventListener("click", () => $("file").click());
 });
 
 navigator.mediaDevices?.addEventListener?.("devicechange", () => refreshMicrophonePicker(ui.micSelect));

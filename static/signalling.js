@@ -40,7 +40,9 @@ function iceGatheringComplete(pc, timeoutMs) {
   });
 }
 
-/** Opens a WebSocket; rejects with SERVER_UNREACHABLE if it errors, closes or times out first. */
+/** Opens a WebSocket; rejects with SERVER_UNREACHABLE if it errors, closes or times out first. Until the
+ * caller takes over, what arrives is kept: `ws.early` = {messages: [MessageEvent], closed: CloseEvent|null}
+ * (a server that refuses the page's origin accepts, sends one error and closes: see earlyRefusal). */
 function openSocket(url, timeoutMs) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url);
@@ -50,7 +52,13 @@ function openSocket(url, timeoutMs) {
     }, timeoutMs);
     ws.onopen = () => {
       clearTimeout(timer);
-      ws.onopen = ws.onerror = ws.onclose = null;
+      const early = { messages: [], closed: null };
+      ws.early = early;
+      ws.onopen = ws.onerror = null;
+      ws.onmessage = (event) => early.messages.push(event);
+      ws.onclose = (event) => {
+        early.closed = event;
+      };
       resolve(ws);
     };
     ws.onerror = ws.onclose = () => {
@@ -58,6 +66,21 @@ function openSocket(url, timeoutMs) {
       reject(new Error(SERVER_UNREACHABLE));
     };
   });
+}
+
+/** The server's reason when it refused the socket right after opening it (an error message, or the
+ * close reason), else null. */
+function earlyRefusal(early) {
+  for (const event of early?.messages ?? []) {
+    try {
+      const message = JSON.parse(event.data);
+      if (message?.type === "error") return String(message.message || "The server refused the connection");
+    } catch {
+      // not JSON: not a refusal
+    }
+  }
+  if (early?.closed) return early.closed.reason || CONNECTION_LOST;
+  return null;
 }
 
 /**
@@ -76,11 +99,12 @@ function openSocket(url, timeoutMs) {
 export class AvatarSession {
   constructor({
     micStream = null, avatarId = "", iceServers = [], url = signallingUrl(), handlers = {}, mode = "",
-    audioDirection = "recvonly", channel = "",
+    audioDirection = "recvonly", channel = "", channelKey = "",
   }) {
     this.micStream = micStream;
     this.mode = mode;
     this.channel = channel;
+    this.channelKey = channelKey;
     this.audioDirection = audioDirection;
     this.audioTransceiver = null;
     this.avatarId = avatarId;
@@ -116,6 +140,14 @@ export class AvatarSession {
     const ws = await socketReady;
     if (this.stopped) ws.close(1000, "client stop");
     this.throwIfStopped();
+    const refusal = earlyRefusal(ws.early);
+    if (refusal) {
+      ws.onmessage = ws.onclose = null;
+      ws.close();
+      const error = new Error(refusal);
+      error.refused = true; // the server refused this page (e.g. its origin), not a network failure
+      throw error;
+    }
     this.ws = ws;
     this.ws.onmessage = (event) => this.onMessage(event);
     this.ws.onclose = () => this.fail(CONNECTION_LOST);
@@ -126,7 +158,10 @@ export class AvatarSession {
     const offer = { type: "offer", sdp: pc.localDescription.sdp };
     if (this.avatarId) offer.avatar = this.avatarId;
     if (this.mode) offer.mode = this.mode;
-    if (this.channel) offer.channel = this.channel;
+    if (this.channel) {
+      offer.channel = this.channel;
+      offer.key = this.channelKey;
+    }
     this.ws.send(JSON.stringify(offer));
 
     let timer;

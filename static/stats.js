@@ -11,6 +11,30 @@
  * @property {number|null} height       decoded frame height in pixels
  */
 
+/**
+ * @typedef {object} ServerFrameStats
+ * @property {number|null} sentFps      frames the server sent per second (repeats included)
+ * @property {number|null} freshFps     new pictures from the engine per second
+ * @property {number|null} repeated     ticks that re-sent the last picture, since the offer
+ * @property {number|null} repeatShare  share of frames sent that were not fresh (0..1), since the offer
+ * @property {number|null} firstFrameS  seconds from the offer to the first frame (the still portrait)
+ * @property {number|null} firstAnimatedS  seconds from the offer to the first engine-generated frame
+ */
+
+const numberOrNull = (value) => (typeof value === "number" && Number.isFinite(value) ? value : null);
+
+/** The frame counters of a server `stats` event (docs/protocol.md) as ServerFrameStats. */
+export function serverFrameStats(event) {
+  return {
+    sentFps: numberOrNull(event.fps),
+    freshFps: numberOrNull(event.fresh_fps),
+    repeated: numberOrNull(event.frames_repeated),
+    repeatShare: numberOrNull(event.repeat_share),
+    firstFrameS: numberOrNull(event.first_frame_s),
+    firstAnimatedS: numberOrNull(event.first_animated_s),
+  };
+}
+
 /** Counts frames presented by a <video> element, via requestVideoFrameCallback where supported. */
 class PresentedFrameCounter {
   constructor(video) {

@@ -75,8 +75,10 @@ class BoxEngine(Engine):
         self.session_options = session_options
         self.sessions: list[BoxSession] = []
         self.prepared: list[str] = []
+        self.framings: list[str | None] = []
+        """The ``framing`` each ``prepare`` call asked for (the box engine does not crop)."""
 
-    def prepare(self, portrait, avatar_id: str | None = None) -> PreparedAvatar:
+    def prepare(self, portrait, avatar_id: str | None = None, framing: str | None = None) -> PreparedAvatar:
         if isinstance(portrait, np.ndarray):
             rgb = portrait
         else:
@@ -85,6 +87,7 @@ class BoxEngine(Engine):
                 raise PortraitError(f"cannot read portrait {Path(portrait).name}")
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         self.prepared.append(avatar_id or "")
+        self.framings.append(None if framing is None else str(framing))
         image = cv2.resize(rgb, (self.size, self.size), interpolation=cv2.INTER_AREA)
         return PreparedAvatar(avatar_id=avatar_id or "portrait", image=np.ascontiguousarray(image))
 

@@ -45,7 +45,9 @@ def mouth_box(image: np.ndarray, margin: float = 0.35) -> tuple[int, int, int, i
     The box is widened by ``margin`` of the lip width on each side and extended downwards by one lip
     width, so an opening jaw stays inside it. None when no face is found.
     """
-    import mediapipe as mp  # heavy import, only for the tests that need it
+    from avatar.facemesh import import_mediapipe  # heavy import, only for the tests that need it
+
+    mp = import_mediapipe()
 
     height, width = image.shape[:2]
     with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1) as mesh:

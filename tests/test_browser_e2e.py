@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -108,14 +110,14 @@ def _get_json(url: str) -> object:
 class ServerProcess:
     """``run_server.py`` in a subprocess on a free port, with its log kept for failure messages."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "run_server.py"), "--host", "127.0.0.1", "--port", str(self.port),
-             "--engine", "parametric"],
+             "--engine", "parametric", *extra_args],
             cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
         )
 
@@ -217,9 +219,10 @@ def _decode_png(data_url: str) -> np.ndarray:
 
 
 def _far_corner_box(box: tuple[int, int, int, int], size: int) -> tuple[int, int, int, int]:
-    """A box of the same size as ``box`` in the top corner farther from it (background, no face)."""
+    """A box in the top corner farther from ``box`` (background, no face): ``box``'s size, at most an eighth
+    of the frame (a head-and-shoulders framing's hair reaches further into the corners, and sways)."""
     x0, y0, x1, y1 = box
-    w, h = x1 - x0, y1 - y0
+    w, h = min(x1 - x0, size // 8), min(y1 - y0, size // 8)
     if (x0 + x1) / 2 < size / 2:
         return size - w, 0, size, h
     return 0, 0, w, h
@@ -242,6 +245,12 @@ def _motion(samples: list[dict], which: int) -> float:
     """Mean absolute grey-level change (0..255) between consecutive samples of crop ``which``."""
     crops = [np.asarray(s["crops"][which], np.float32) for s in samples]
     return float(np.mean([np.abs(b - a).mean() for a, b in zip(crops, crops[1:], strict=False)]))
+
+
+def _shown_number(page, selector: str) -> float:
+    """The number an element shows (0 for the page's "–", no value)."""
+    found = re.search(r"[0-9]+(?:\.[0-9]+)?", page.inner_text(selector))
+    return float(found.group()) if found else 0.0
 
 
 def _state(page) -> str | None:
@@ -298,6 +307,27 @@ def test_page_streams_a_talking_avatar(page, server: ServerProcess) -> None:
         f"mouth change {mouth_motion:.2f} is not well above background change {corner_motion:.2f}"
     )
 
+    # Receiver and server statistics reach the page (read before the lips are measured: the face mesh
+    # runs in this test's process). docs/benchmarks.md: 25 fps received; with Chromium decoding and this
+    # page sampling frames beside the server, the session renders every other window (12-13 fresh
+    # pictures per second on two cores, 12-15 on one): the engine took 27 ms a frame and dropped windows
+    # whenever it went back to full rate. Asserted with margin on the median of 4 one-second readings:
+    # >= 20 received, >= 10 fresh (8 on one core), first animated frame under 3 s.
+    page.wait_for_function("() => /\\d/.test(document.getElementById('stat-frames').textContent)"
+                           " && /\\d/.test(document.getElementById('stat-fresh-fps').textContent)",
+                           timeout=5_000)
+    assert int(page.inner_text("#stat-frames")) > 25
+    readings = []
+    for _ in range(4):
+        page.wait_for_timeout(1000)
+        readings.append((_shown_number(page, "#stat-fps"), _shown_number(page, "#stat-fresh-fps")))
+    received, fresh = (float(np.median(values)) for values in zip(*readings, strict=True))
+    assert received >= 20, f"the page shows {received:.1f} fps received ({readings})"
+    fresh_floor = 10 if len(os.sched_getaffinity(0)) >= 2 else 8
+    assert fresh >= fresh_floor, f"only {fresh:.1f} new engine pictures per second ({readings})"
+    first, animated = (float(v) for v in re.findall(r"[0-9.]+", page.inner_text("#stat-first-frame")))
+    assert first <= animated < 3.0, page.inner_text("#stat-first-frame")
+
     # The lips themselves (face mesh on snapshots, so head motion does not count): they move with the
     # voice, and with the microphone muted they settle (idle motion only).
     speaking = _lip_openings(page, 3.0)
@@ -307,12 +337,6 @@ def test_page_streams_a_talking_avatar(page, server: ServerProcess) -> None:
     assert np.std(speaking) > 2.5 * np.std(silent), (
         f"the lips move as much in silence (std {np.std(silent):.4f}) as with speech ({np.std(speaking):.4f})"
     )
-
-    # Receiver statistics reach the page.
-    page.wait_for_function("() => /\\d/.test(document.getElementById('stat-frames').textContent)",
-                           timeout=5_000)
-    assert int(page.inner_text("#stat-frames")) > 25
-    assert float(page.inner_text("#stat-fps")) > 5
 
     # Stop releases everything (server session, microphone); stopping again changes nothing.
     page.click("#start")

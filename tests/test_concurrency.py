@@ -76,24 +76,32 @@ async def test_concurrent_sessions_are_isolated_and_the_next_one_is_busy(make_co
 
 
 def test_load_shedder_degrades_when_behind_and_recovers_with_hysteresis():
-    shedder = LoadShedder(busy_high=0.9, busy_low=0.6, recover_after_s=3.0)
+    shedder = LoadShedder(busy_high=0.9, busy_low=0.6, recover_after_s=3.0, grace_s=2.0)
     assert [shedder.admit() for _ in range(4)] == [True] * 4
-    shedder.update(1.0, engine_busy_s=0.5, windows_dropped_total=0)
+    shedder.update(1.0, engine_busy_s=0.95, windows_dropped_total=3)  # warming up: no degrading yet
+    shedder.update(1.0, engine_busy_s=0.2, windows_dropped_total=3)
     assert not shedder.degraded
-    shedder.update(1.0, engine_busy_s=0.5, windows_dropped_total=2)  # windows were dropped
+    shedder.update(1.0, engine_busy_s=0.5, windows_dropped_total=3)
+    assert not shedder.degraded
+    shedder.update(1.0, engine_busy_s=0.5, windows_dropped_total=5)  # windows were dropped
     assert shedder.degraded and shedder.degradations == 1
     assert [shedder.admit() for _ in range(6)] == [True, False, True, False, True, False]
     assert shedder.skipped == 3
     for _ in range(5):  # busy 0.45 at half rate means 0.9 at full rate: stay degraded
-        shedder.update(1.0, engine_busy_s=0.45, windows_dropped_total=2)
+        shedder.update(1.0, engine_busy_s=0.45, windows_dropped_total=5)
     assert shedder.degraded
-    shedder.update(1.0, engine_busy_s=0.2, windows_dropped_total=2)
-    shedder.update(1.0, engine_busy_s=0.2, windows_dropped_total=2)
+    shedder.update(1.0, engine_busy_s=0.2, windows_dropped_total=5)
+    shedder.update(1.0, engine_busy_s=0.2, windows_dropped_total=5)
     assert shedder.degraded  # not yet: 2 of 3 healthy seconds
-    shedder.update(1.0, engine_busy_s=0.2, windows_dropped_total=2)
+    shedder.update(1.0, engine_busy_s=0.2, windows_dropped_total=5)
     assert not shedder.degraded and all(shedder.admit() for _ in range(4))
-    shedder.update(1.0, engine_busy_s=0.95, windows_dropped_total=2)  # busy alone also degrades
+    shedder.update(1.0, engine_busy_s=0.95, windows_dropped_total=5)  # busy alone also degrades
+    assert shedder.degraded and shedder.degradations == 2
+    for _ in range(5):  # the second recovery waits twice as long (6 s): no flapping on the edge
+        shedder.update(1.0, engine_busy_s=0.2, windows_dropped_total=5)
     assert shedder.degraded
+    shedder.update(1.0, engine_busy_s=0.2, windows_dropped_total=5)
+    assert not shedder.degraded
     off = LoadShedder(enabled=False)
     off.update(1.0, engine_busy_s=5.0, windows_dropped_total=100)
     assert not off.degraded

@@ -114,6 +114,25 @@ def test_portrait_without_face_is_a_portrait_error(engine_and_avatar):
         engine.prepare(blank)
 
 
+def test_head_and_shoulders_framing_reaches_the_face_region(checkpoint, engine_and_avatar):
+    """The portrait is cropped before the face is located: the generated region covers the framed face."""
+    cfg, root = checkpoint
+    full_engine, full = engine_and_avatar
+    engine = EmoEngine(size=128, config=cfg, checkpoint=root / "trained", seed=0,
+                       framing="head_and_shoulders")
+    framed = engine.prepare(ASTRONAUT)
+    assert not np.array_equal(framed.image, full.image)
+    assert framed.data.region.side > 1.8 * full.data.region.side
+    per_call = full_engine.prepare(ASTRONAUT, framing="head_and_shoulders")
+    assert per_call.data.region.side == framed.data.region.side
+    config = WindowConfig(fps=25.0, frames_per_window=6, hop=6, left_context_ms=80, right_context_ms=80)
+    frame = engine.new_session(framed, seed=0).process(next(_windows(speech_like(0.48), config)))[0]
+    region = framed.data.region
+    outside = np.ones((128, 128), bool)
+    outside[region.y0 : region.y0 + region.side, region.x0 : region.x0 + region.side] = False
+    assert np.array_equal(frame.image[outside], framed.image[outside])  # it streams the framed portrait
+
+
 def test_sampler_override_and_bad_sampler(checkpoint):
     cfg, root = checkpoint
     engine = EmoEngine(

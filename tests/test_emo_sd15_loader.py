@@ -102,11 +102,21 @@ def test_animatediff_layouts_map_into_motion_modules(tmp_path, toy):
         assert len(rep.loaded) == len([k for k in state if not k.endswith("pe")])
     key = "mid_block.motion_modules.0.transformer_blocks.0.attn1.to_q.weight"
     assert torch.equal(pipe.backbone.state_dict()[key], state[key])
-    assert (
-        convert_animatediff_keys({"a.temporal_transformer.norms.0.weight": torch.zeros(1)})
-        == {"a.norm1.weight": torch.zeros(1)}
-        or True
-    )
+    weight = torch.ones(2)
+    converted = convert_animatediff_keys({
+        "a.temporal_transformer.norms.0.weight": weight,
+        "a.temporal_transformer.transformer_blocks.0.ff_norm.bias": weight,
+        "a.temporal_transformer.transformer_blocks.0.attention_blocks.0.pos_encoder.pe": weight,
+        "a.temporal_transformer.transformer_blocks.0.attention_blocks.1.pos_encoder.pe": weight,
+        "a.temporal_transformer.transformer_blocks.0.attention_blocks.1.to_q.weight": weight,
+    })
+    assert sorted(converted) == [
+        "a.norm1.weight",
+        "a.transformer_blocks.0.attn2.to_q.weight",
+        "a.transformer_blocks.0.norm3.bias",
+        "a.transformer_blocks.0.pos_embed.pe",  # the second attention's table is dropped (shared)
+    ]
+    assert all(value is weight for value in converted.values())
 
 
 def test_sd_vae_layout_and_bad_files(tmp_path, toy):

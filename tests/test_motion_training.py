@@ -114,3 +114,29 @@ def test_training_errors_are_one_line(prepared, tmp_path, capsys):
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(lines) == 3
     assert "prepare-motion" in lines[0] and "wobble" in lines[1] and "no teacher checkpoint" in lines[2]
+
+
+def test_voice_normalised_training_exports_and_distills_with_its_prior(prepared, tmp_path, capsys):
+    common = [
+        "--data",
+        str(prepared),
+        "--set",
+        "batch=16",
+        "--set",
+        "eval_every=3",
+        "--set",
+        "eval_seconds=1",
+    ]
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    voice = ["--set", "voice_normalise=1", "--set", "voice_prior_hops=50"]
+    assert main(["train-motion", *common, *voice, "--out", str(teacher), "--steps", "3"]) == 0
+    taught = MotionModel(teacher / "model")
+    assert taught.net.voice is not None and taught.net.voice.prior_hops == 50.0
+    # The student keeps the teacher's normalisation (its prior came from the teacher's training split).
+    assert (
+        main(["distill-motion", *common, "--teacher", str(teacher), "--out", str(student), "--steps", "3"])
+        == 0
+    )
+    distilled = MotionModel(student / "model")
+    assert np.array_equal(distilled.net.voice.prior, taught.net.voice.prior)
+    capsys.readouterr()

@@ -25,20 +25,23 @@ from tests.test_server_speak import SpeakClient, _start_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+KEY = "k3y-for-the-stage_0123"
+"""A channel key as an overlay URL carries it (``secrets.token_urlsafe(18)`` makes such keys)."""
 
 
 # ------------------------------------------------------------------------------------ unit tests
 def test_channel_is_parsed_on_offers_and_speech_messages() -> None:
-    offer = parse_message(json.dumps({"type": "offer", "sdp": SDP, "mode": "speak", "channel": "stage-1"}))
-    assert offer == Offer(sdp=SDP, mode="speak", channel="stage-1")
+    offer = parse_message(json.dumps({"type": "offer", "sdp": SDP, "mode": "speak", "channel": "stage-1",
+                                      "key": KEY}))
+    assert offer == Offer(sdp=SDP, mode="speak", channel="stage-1", key=KEY)
     assert parse_message(json.dumps({"type": "offer", "sdp": SDP, "channel": ""})).channel is None
-    say = parse_message('{"type":"say","text":"hola","voice":"es","channel":"a_b"}')
-    assert say == Say("hola", "es", "a_b")
+    say = parse_message('{"type":"say","text":"hola","voice":"es","channel":"a_b","key":"k"}')
+    assert say == Say("hola", "es", "a_b", "k")
     assert parse_message('{"type":"say","text":"hola"}').channel is None
-    assert parse_message('{"type":"interrupt","channel":"stage"}') == Interrupt("stage")
+    assert parse_message('{"type":"interrupt","channel":"stage","key":"k"}') == Interrupt("stage", "k")
     assert parse_message('{"type":"interrupt"}') == Interrupt()
-    audio = parse_message('{"type":"audio","format":"wav","data":"AAA=","channel":"x"}')
-    assert audio == PushAudio("wav", "AAA=", None, "x")
+    audio = parse_message('{"type":"audio","format":"wav","data":"AAA=","channel":"x","key":"k"}')
+    assert audio == PushAudio("wav", "AAA=", None, "x", "k")
 
 
 @pytest.mark.parametrize("channel", ["a b", "x" * 65, "ünï", "../x", 5, ["stage"], True])
@@ -46,7 +49,7 @@ def test_bad_channel_names_are_refused_in_one_line(channel) -> None:
     for message in [{"type": "say", "text": "hi"}, {"type": "interrupt"},
                     {"type": "offer", "sdp": SDP, "mode": "speak"}]:
         with pytest.raises(SignallingError, match=r"^invalid channel name \(use 1-64 letters"):
-            parse_message(json.dumps({**message, "channel": channel}))
+            parse_message(json.dumps({**message, "channel": channel, "key": KEY}))
 
 
 def test_a_channel_needs_a_speak_mode_offer() -> None:
@@ -56,28 +59,31 @@ def test_a_channel_needs_a_speak_mode_offer() -> None:
 
 def test_the_cli_builds_say_audio_and_interrupt_requests(tmp_path) -> None:
     def request(*argv: str) -> dict:
-        return say_to_channel.build_request(say_to_channel.parse_args(["--channel", "stage", *argv]))
+        return say_to_channel.build_request(say_to_channel.parse_args(["--channel", "stage", "--key", KEY,
+                                                                       *argv]))
 
     assert request("--text", "Hola", "--voice", "es") == {"type": "say", "text": "Hola", "voice": "es",
-                                                          "channel": "stage"}
+                                                          "channel": "stage", "key": KEY}
     wav = tmp_path / "clip.wav"
     wav.write_bytes(b"RIFF-not-really")
     audio = request("--wav", str(wav))
     assert audio["type"] == "audio" and audio["format"] == "wav"
     assert base64.b64decode(audio["data"]) == b"RIFF-not-really"
-    assert request("--interrupt") == {"type": "interrupt", "channel": "stage"}
+    assert request("--interrupt") == {"type": "interrupt", "channel": "stage", "key": KEY}
     with pytest.raises(SystemExit):  # exactly one action
-        say_to_channel.parse_args(["--channel", "stage", "--text", "hi", "--interrupt"])
+        say_to_channel.parse_args(["--channel", "stage", "--key", KEY, "--text", "hi", "--interrupt"])
+    with pytest.raises(SystemExit):  # the key is required
+        say_to_channel.parse_args(["--channel", "stage", "--text", "hi"])
 
 
 # ------------------------------------------------------------------------------ integration tests
 class Overlay(SpeakClient):
     """An /overlay page stand-in: a speak-mode session whose offer names a channel."""
 
-    async def join(self, ws, channel: str) -> dict:
+    async def join(self, ws, channel: str, key: str = KEY) -> dict:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         await ws.send(json.dumps({"type": "offer", "sdp": self.pc.localDescription.sdp, "mode": "speak",
-                                  "channel": channel}))
+                                  "channel": channel, "key": key}))
         reply = await self.reply(ws, "answer")
         assert reply["type"] == "answer", reply
         await self.pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
@@ -87,11 +93,15 @@ class Overlay(SpeakClient):
 class Controller:
     """A socket without a session: requests with a ``channel``; events arriving meanwhile are kept."""
 
-    def __init__(self, ws) -> None:
+    def __init__(self, ws, key: str = KEY) -> None:
         self.ws = ws
+        self.key = key
         self.events: list[dict] = []
 
     async def ask(self, message: dict) -> dict:
+        """Send ``message`` (with this controller's key when it names a channel and has none); the reply."""
+        if "channel" in message and "key" not in message:
+            message = {**message, "key": self.key}
         await self.ws.send(json.dumps(message))
         return await self.next("queued", "interrupted", "error")
 
@@ -153,7 +163,7 @@ async def test_a_controller_makes_the_overlay_on_its_channel_speak(make_config, 
             assert session.speaker.state == "idle" and session.speaker.queue.queued_samples == 0
 
             # the overlay's own socket cannot use a channel; its session keeps working without one
-            await page.send(json.dumps({"type": "interrupt", "channel": "stage"}))
+            await page.send(json.dumps({"type": "interrupt", "channel": "stage", "key": KEY}))
             reply = await overlay.reply(page, "interrupted")
             assert reply["type"] == "error" and "has its own session" in reply["message"]
             assert session.speaker.listeners  # the controller listens ...
@@ -223,18 +233,18 @@ async def test_controllers_need_the_token_and_the_cli_reaches_the_channel(make_c
             await overlay.join(page, "stage")
             session = next(iter(app.sessions))
             code = await asyncio.to_thread(say_to_channel.main, [
-                "--url", url, "--channel", "stage", "--text", "hola", "--voice", "es"])
+                "--url", url, "--channel", "stage", "--key", KEY, "--text", "hola", "--voice", "es"])
             assert code == 1  # no token: the socket is refused
             code = await asyncio.to_thread(say_to_channel.main, [
-                "--url", url, "--channel", "stage", "--text", "hola", "--voice", "es", "--token", "s3cret",
-                "--wait", "--timeout", "15"])
+                "--url", url, "--channel", "stage", "--key", KEY, "--text", "hola", "--voice", "es",
+                "--token", "s3cret", "--wait", "--timeout", "15"])
             assert code == 0
             assert session.speaker.state == "idle"  # --wait returned after speaking_finished
             finished = await overlay.reply(page, "speaking_finished")  # the overlay saw it too
             assert finished["interrupted"] is False
             assert "speaking_started" in [e["type"] for e in overlay.events]
             code = await asyncio.to_thread(say_to_channel.main, [
-                "--url", url, "--channel", "nobody", "--interrupt", "--token", "s3cret"])
+                "--url", url, "--channel", "nobody", "--key", KEY, "--interrupt", "--token", "s3cret"])
             assert code == 1
     finally:
         await overlay.close()
@@ -256,7 +266,7 @@ async def test_the_overlay_page_joins_the_channel_named_in_its_url(make_config, 
             page = await browser.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
-            await page.goto(base + "/overlay?channel=stage&bg=green")
+            await page.goto(base + f"/overlay?channel=stage&key={KEY}&bg=green")
             await page.wait_for_function("document.body.dataset.state === 'live'", timeout=20_000)
             assert [s.channel for s in app.sessions] == ["stage"]
             async with connect(f"ws://127.0.0.1:{app.port}/ws") as remote:
@@ -265,7 +275,7 @@ async def test_the_overlay_page_joins_the_channel_named_in_its_url(make_config, 
                 assert reply["type"] == "queued" and reply["sessions"] == 1, reply
                 assert (await controller.next("speaking_started"))["channel"] == "stage"
 
-            await page.goto(base + "/overlay?channel=not%20valid")  # ignored: joins no channel
+            await page.goto(base + f"/overlay?channel=not%20valid&key={KEY}")  # ignored: joins no channel
             await page.wait_for_function("document.body.dataset.state === 'live'", timeout=20_000)
             assert await page.evaluate("document.body.dataset.channel") == ""
             for _ in range(100):  # the first page's session ends when it navigates away

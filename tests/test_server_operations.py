@@ -82,6 +82,13 @@ async def test_metrics_follow_a_live_session(make_config, box_engine_factory, ht
             assert buckets == sorted(buckets) and buckets[-1] == live["avatar_engine_seconds_count"]
             assert {"avatar_queue_depth", "avatar_frame_buffer", "avatar_frames_repeated_total",
                     "avatar_frames_dropped_total", "avatar_windows_dropped_total"} <= set(live)
+            assert live["avatar_frames_fresh_total"] > 0
+            assert live["avatar_frames_sent_total"] == (  # each sent frame is one of the three
+                live["avatar_frames_fresh_total"] + live["avatar_frames_repeated_total"]
+                + live["avatar_frames_still_total"])
+            assert live["avatar_first_frame_seconds_count"] == 1
+            assert live["avatar_first_animated_frame_seconds_count"] == 1
+            assert 0 < live["avatar_first_animated_frame_seconds_sum"] < 10
         for _ in range(100):
             ended = parse_metrics((await http_get(app.port, "/metrics"))[2].decode())
             if ended["avatar_sessions"] == 0:
@@ -105,11 +112,17 @@ async def test_token_and_origin_guard_the_socket(make_config, box_engine_factory
             (base + "?token=wrong", {}, 401),
             (base + "?token=", {}, 401),
             (base, {"additional_headers": {"Authorization": "Bearer nope"}}, 401),
-            (base + "?token=s3cret", {"origin": "https://evil.example"}, 403),
         ]:
             with pytest.raises(InvalidStatus) as refused:
                 await connect(url, **kwargs)
             assert refused.value.response.status_code == status, (url, kwargs)
+        # a refused origin is told why (a browser hides HTTP refusals from the page), then closed with 1008
+        async with connect(base + "?token=s3cret", origin="https://evil.example") as ws:
+            reply = json.loads(await ws.recv())
+            assert reply["type"] == "error" and "not in server.allowed_origins" in reply["message"]
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            assert ws.close_code == 1008
         for url, kwargs in [
             (base + "?token=s3cret", {}),
             (base + "?avatar=x&token=s3cret", {"origin": "https://good.example"}),

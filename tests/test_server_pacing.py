@@ -46,6 +46,9 @@ async def test_still_image_first_then_frames_then_repeats(fake_clock):
     assert late == [2, 2, 2] and track.repeated == 3  # engine late: the last frame is repeated
     buffer.push(_frame(3))
     assert (await track.recv()).to_ndarray(format="rgb24")[0, 0, 0] == 3
+    # fresh = new engine pictures; every sent frame is fresh, repeated or the still portrait
+    assert (track.fresh, track.repeated, track.stills, track.sent) == (3, 3, 1, 7)
+    assert track.first_fresh_tick == 1 and track.first_fresh_at > track.first_sent_at
 
 
 async def test_late_consumer_resyncs_instead_of_bursting(fake_clock):

@@ -112,22 +112,32 @@ async def test_speech_in_video_out_at_the_configured_rate(
             start_count, start_time = len(client.video), time.monotonic()
             await asyncio.sleep(3.0)
             fps = (len(client.video) - start_count) / (time.monotonic() - start_time)
-            while True:  # stats events arrive about once per second
+            while True:  # stats events arrive about once per second (queued during the sleep)
                 try:
                     stats.append(json.loads(await asyncio.wait_for(ws.recv(), timeout=1.5)))
                 except TimeoutError:
                     break
-                if len(stats) >= 2:
+                if len(stats) >= 4:
                     break
         assert answer["session"]
-        assert fps >= 15, f"only {fps:.1f} fps received"
-        assert first_frame_s < 10
+        # docs/benchmarks.md (one core, server and client): 24.9 fresh fps of 25, first frame 0.12 s,
+        # first animated frame 0.36 s; asserted with margin (fresh >= 20 fps, first frames within 1.5 s).
+        assert fps >= 20, f"only {fps:.1f} fps received"
+        assert len(stats) >= 3, stats
+        fresh_fps = (stats[-1]["frames_fresh"] - stats[0]["frames_fresh"]) / (
+            stats[-1]["uptime_s"] - stats[0]["uptime_s"])
+        assert fresh_fps >= 20, f"only {fresh_fps:.1f} new engine pictures per second (the rest repeats)"
+        assert stats[-1]["frames_sent"] == (stats[-1]["frames_fresh"] + stats[-1]["frames_repeated"]
+                                            + stats[-1]["frames_still"])
+        assert first_frame_s < 1.5, f"first frame after {first_frame_s:.2f} s"
+        assert stats[-1]["first_frame_s"] <= stats[-1]["first_animated_s"] < 1.5, stats[-1]
         shapes = {image.shape for _, image in client.video}
         assert shapes == {(512, 512, 3)}
         images = [image for _, image in client.video]
         assert max(np.abs(a.astype(int) - images[0]).mean() for a in images[1:]) > 0.5  # the face moves
         assert stats and stats[0]["type"] == "stats" and stats[0]["session"] == answer["session"]
-        assert {"fps", "frames_repeated", "engine_ms", "queue_depth", "speaking"} <= set(stats[0])
+        assert {"fps", "fresh_fps", "frames_repeated", "engine_ms", "queue_depth", "speaking",
+                "first_animated_s"} <= set(stats[0])
         await _wait_for(lambda: False, timeout=0.5)
         health = {}
         for _ in range(60):  # the socket is closed: the session must go away
@@ -135,7 +145,8 @@ async def test_speech_in_video_out_at_the_configured_rate(
             if health["sessions"] == 0:
                 break
             await asyncio.sleep(0.05)
-        assert health == {"status": "ok", "engine": engine.name, "sessions": 0, "badge": False}
+        assert health == {"status": "ok", "engine": engine.name, "sessions": 0, "badge": False,
+                          "upload": False, "consent": False}
     finally:
         await client.close()
         await app.stop()

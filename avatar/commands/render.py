@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--motion", default=None, help="learned (the motion sampler) or rules (hand-written)")
     p.add_argument("--motion-model", default=None, help="motion model folder for --motion learned")
+    p.add_argument("--framing", default="full",
+                   help="full (default: the whole picture) or head_and_shoulders (crop around the face, "
+                        "as the server streams video calls)")
     signing.add_options(p)
     p.set_defaults(func=run)
 
@@ -28,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from avatar.engines import create_engine, motion_options
     from avatar.errors import ConfigError
+    from avatar.face.framing import parse_framing
     from avatar.render import render_file
 
     if not 1 <= args.fps <= 60:
@@ -35,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     if not 64 <= args.size <= 2048:
         raise ConfigError(f"--size must be between 64 and 2048, got {args.size}")
     options = {"checkpoint": args.checkpoint} if args.checkpoint else {}
+    options["framing"] = parse_framing(args.framing, "--framing")
     options.update(motion_options(args))
     identity = signing.resolve(args)
     engine = create_engine(args.engine, fps=args.fps, size=args.size, seed=args.seed, **options)

@@ -21,6 +21,7 @@ from avatar.emo.face_region import FaceRegion, composite, crop_face, face_region
 from avatar.emo.pipeline import EmoPipeline, ReferenceState, make_scheduler
 from avatar.engine import AudioWindow, Engine, EngineSession, Frame, PreparedAvatar
 from avatar.errors import ConfigError
+from avatar.face.framing import Framing, parse_framing
 from avatar.face.motion_types import FaceMotion
 from avatar.face.portrait import PortraitRig
 from avatar.face.renderer import PortraitRenderer
@@ -70,9 +71,11 @@ class EmoEngine(Engine):
         audio_guidance: float | None = None,
         motion: str | None = None,
         motion_model: str | Path | None = None,
+        framing: Framing | str = Framing.FULL,
     ) -> None:
         super().__init__(fps=fps, size=size)
         self.seed = int(seed)
+        self.framing = parse_framing(framing)  # how portraits are framed unless prepare says otherwise
         self.motion = motion_source(motion, self.fps)  # head, blinks and brows around the generated mouth
         self.motion_model = None if motion_model is None else str(motion_model)
         create_motion(self.motion, self.fps, 0, self.motion_model)  # a bad model fails at start-up
@@ -124,8 +127,9 @@ class EmoEngine(Engine):
             "right_context_ms": 1000.0 * m / self.fps,
         }
 
-    def prepare(self, portrait: str | Path | np.ndarray, avatar_id: str | None = None) -> PreparedAvatar:
-        rig = locate_face(portrait, self.size)
+    def prepare(self, portrait: str | Path | np.ndarray, avatar_id: str | None = None,
+                framing: Framing | str | None = None) -> PreparedAvatar:
+        rig = locate_face(portrait, self.size, self.framing if framing is None else parse_framing(framing))
         image, box = rig.image, tuple(int(v) for v in rig.face_box)
         face = self.config.face
         region = face_region(

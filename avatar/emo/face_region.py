@@ -31,17 +31,19 @@ class FaceRegion:
     blend: np.ndarray
 
 
-def locate_face(portrait: str | Path | np.ndarray, size: int) -> PortraitRig:
+def locate_face(portrait: str | Path | np.ndarray, size: int, framing: str = "full") -> PortraitRig:
     """The portrait rigged at output framing: ``image`` uint8 (size, size, 3), ``face_box`` (x0, y0, x1,
     y1) in it, ``warnings``, and the mesh the parametric renderer warps (``face.composite: parametric``).
 
-    Uses ``avatar.face.portrait.prepare_portrait`` (MediaPipe face mesh). Raises ``PortraitError``.
+    ``framing``: ``full`` or ``head_and_shoulders`` (``avatar.face.framing``), applied before the
+    landmarks are found, so the face region and the rig both see the framed image. Uses
+    ``avatar.face.portrait.prepare_portrait`` (MediaPipe face mesh). Raises ``PortraitError``.
     """
     try:
         from avatar.face.portrait import prepare_portrait
     except ImportError as exc:  # pragma: no cover - the parametric engine ships with the project
         raise PortraitError(f"portrait analysis is unavailable: {exc}") from None
-    return prepare_portrait(portrait, size)
+    return prepare_portrait(portrait, size, framing)
 
 
 def face_region(

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from avatar.errors import ConfigError, PortraitError
+from avatar.face.framing import Framing, head_and_shoulders_crop, parse_framing
 from avatar.face.mesh import (
     CHIN,
     FOREHEAD_TOP,
@@ -215,6 +216,13 @@ def square_crop(width: int, height: int, face_box: np.ndarray) -> tuple[float, f
     return left, top, side
 
 
+def framing_crop(width: int, height: int, face: np.ndarray, framing: Framing) -> tuple[float, float, float]:
+    """Square crop (x0, y0, side) in source pixels for ``framing`` of a face (landmarks (478, 2+), pixels)."""
+    if framing == Framing.HEAD_AND_SHOULDERS:
+        return head_and_shoulders_crop(width, height, face)
+    return square_crop(width, height, _box(face))
+
+
 def frame_image(rgb: np.ndarray, crop: tuple[float, float, float], size: int) -> np.ndarray:
     """Cut the square ``crop`` (x0, y0, side) and resize it to ``size`` x ``size``."""
     x0, y0, side = crop
@@ -244,8 +252,10 @@ def head_pose(face: np.ndarray) -> tuple[float, float, float]:
 
 # --- entry point --------------------------------------------------------------------------------
 
-def prepare_portrait(portrait: str | Path | np.ndarray, size: int = 512) -> PortraitRig:
-    """Load and analyse a portrait once.
+def prepare_portrait(portrait: str | Path | np.ndarray, size: int = 512,
+                     framing: Framing | str = Framing.FULL) -> PortraitRig:
+    """Load and analyse a portrait once, framed square at ``size`` px as ``framing`` says
+    (``avatar.face.framing``: ``full`` or ``head_and_shoulders``; a bad value raises ``ConfigError``).
 
     Raises ``PortraitError`` with a one-line message: file missing, not an image, no face found, face
     too small (size found and the minimum). With several faces the largest is used and a warning
@@ -253,6 +263,7 @@ def prepare_portrait(portrait: str | Path | np.ndarray, size: int = 512) -> Port
     """
     if size < 64:
         raise ConfigError(f"output size {size} is too small (minimum 64 px)")
+    framing = parse_framing(framing)
     rgb = load_portrait_image(portrait)
     shrink = min(1.0, MAX_SOURCE_SIDE / max(rgb.shape[:2]))
     if shrink < 1.0:
@@ -271,7 +282,7 @@ def prepare_portrait(portrait: str | Path | np.ndarray, size: int = 512) -> Port
                             "use a larger or closer-cropped portrait")
 
     height, width = rgb.shape[:2]
-    crop = square_crop(width, height, box)
+    crop = framing_crop(width, height, face, framing)
     image = frame_image(rgb, crop, size)
     framed = _landmarks_in_frame(image, face, crop, size)
     if crop[2] / size < 0.5 and face_px < 2 * MIN_FACE_PX:
@@ -311,5 +322,5 @@ def _landmarks_in_frame(image: np.ndarray, face: np.ndarray, crop: tuple[float, 
     return expected.astype(np.float32)
 
 
-__all__ = ["PortraitRig", "prepare_portrait", "load_portrait_image", "detect_faces", "face_mesh",
+__all__ = ["PortraitRig", "prepare_portrait", "Framing", "load_portrait_image", "detect_faces", "face_mesh",
            "MIN_FACE_PX"]

@@ -92,9 +92,14 @@ def clip_mel_power(audio: np.ndarray, hops: int | None = None) -> np.ndarray:
 
 
 def log_mel(power: np.ndarray) -> np.ndarray:
-    """Model input from mel power: dB scaled to about -2..2 (0 dB full scale -> 2, -80 dB -> -2)."""
+    """Model input from mel power: dB scaled to about -2..2 (0 dB full scale -> 2, -80 dB -> -2),
+    never below ``LOG_FLOOR`` (-3, digital silence)."""
     db = 10.0 * np.log10(np.maximum(power, 10.0 ** (FLOOR_DB / 10.0)))
     return ((db + 40.0) / 20.0).astype(np.float32)
+
+
+LOG_FLOOR = (FLOOR_DB + 40.0) / 20.0
+"""``log_mel`` of digital silence (-3)."""
 
 
 def frame_hops(frame: int, fps: float = 25.0) -> int:

@@ -29,6 +29,7 @@ import numpy as np
 from avatar.errors import ConfigError
 from avatar.motion.audio_features import CONTEXT_HOPS, N_MELS
 from avatar.motion.representation import MOTION_DIM, MotionPart, part_dims
+from avatar.motion.voice_normaliser import VoiceNormalisation
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "motion_weights.npz"
@@ -196,12 +197,20 @@ class MotionNets:
 
     ``condition`` returns one condition per part; ``velocity``/``x0`` assemble each part's values.
     Values no part generates (a model trained for one part) stay at ``fill`` (the normalised rest).
+    ``voice``: the voice normalisation of the audio input (``voice_normaliser``), or None for a model
+    trained on plain log-mel.
+
     Saved as one folder: ``config.json`` (``{"kind": "motion-sampler", "parts": {part: net config},
-    "sampler": ..., "training": ...}``) and ``motion_weights.npz`` (float16 ``<part>.<name>`` weights
-    and the float32 ``basis.*`` arrays of the motion basis).
+    "voice": ..., "sampler": ..., "training": ...}``) and ``motion_weights.npz`` (float16
+    ``<part>.<name>`` weights, the float32 ``basis.*`` arrays of the motion basis and ``voice.prior``).
     """
 
-    def __init__(self, nets: list[MotionDenoiser], fill: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        nets: list[MotionDenoiser],
+        fill: np.ndarray | None = None,
+        voice: VoiceNormalisation | None = None,
+    ) -> None:
         if not nets:
             raise ConfigError("a motion model needs at least one part")
         parts = [n.config.part for n in nets]
@@ -211,6 +220,7 @@ class MotionNets:
         self.motion_dim = MOTION_DIM
         self.context_frames = max(1, max(n.config.context_frames for n in nets))
         self.fill = np.zeros(MOTION_DIM, np.float32) if fill is None else np.asarray(fill, np.float32)
+        self.voice = voice
 
     @property
     def parts(self) -> list[str]:
@@ -265,7 +275,13 @@ class MotionNets:
             prefix = f"{part}."
             params = {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
             nets.append(MotionDenoiser(config, params))
-        return cls(nets), data, arrays
+        voice = None
+        if "voice" in data:
+            try:
+                voice = VoiceNormalisation.from_config(data["voice"], arrays["voice.prior"])
+            except (KeyError, TypeError, ValueError, AttributeError):
+                raise ConfigError(f"{folder}: bad voice normalisation ('voice', 'voice.prior')") from None
+        return cls(nets, voice=voice), data, arrays
 
     @staticmethod
     def save_pretrained(

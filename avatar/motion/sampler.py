@@ -22,6 +22,7 @@ import numpy as np
 
 from avatar.errors import ConfigError
 from avatar.motion.audio_features import (
+    AHEAD_HOPS,
     CONTEXT_HOPS,
     N_MELS,
     PAST_HOPS,
@@ -188,12 +189,17 @@ def sample_clips(
     steps = settings.steps
     noise = None
     recentre = HeadRecentring(start, len(frames), fps)
+    voice = net.voice
+    means = [voice.running_means(log_mel(m), voice.start()) for m in mel_powers] if voice else []
     for f in range(total):
-        mel = np.stack([frame_context(m, f, fps) for m in mel_powers])
+        mel = log_mel(np.stack([frame_context(m, f, fps) for m in mel_powers]))
+        if voice is not None:
+            last = frame_hops(f, fps) + AHEAD_HOPS  # the mean after the window's last hop
+            mel = voice.apply(
+                mel, np.stack([m[min(last, len(m) - 1)] if len(m) else voice.prior for m in means])
+            )
         noise = frame_noise(seed, f, steps, dim, noise)  # the same for every clip, as in a stream
-        x = recentre(
-            denoise(net, log_mel(mel), history, np.broadcast_to(noise, (len(frames), steps, dim)), settings)
-        )
+        x = recentre(denoise(net, mel, history, np.broadcast_to(noise, (len(frames), steps, dim)), settings))
         outs[:, f] = x
         history = np.concatenate([history[:, 1:], x[:, None]], axis=1)
     return [outs[i, :count] for i, count in enumerate(frames)]
@@ -249,6 +255,9 @@ class StreamingSampler:
         self._noise: np.ndarray | None = None
         self._recentre = HeadRecentring(start, 1, self.fps)
         self._mel_cache: dict[int, np.ndarray] = {}
+        self._voice = net.voice.start() if net.voice else None
+        self._voice_hop = -1  # the last hop the voice mean has taken in
+        self._voice_mean = net.voice.prior if net.voice else None
 
     def feed(self, start_sample: int, samples: np.ndarray) -> None:
         self.audio.put(start_sample, samples)
@@ -262,15 +271,27 @@ class StreamingSampler:
             rows = mel_power(self.audio.read, missing[0], missing[-1] - missing[0] + 1)
             for k, h in enumerate(range(missing[0], missing[-1] + 1)):
                 self._mel_cache[h] = rows[k]
+            self._follow_voice(missing[0], rows)
         for h in [h for h in self._mel_cache if h < first]:
             del self._mel_cache[h]
         return np.stack([self._mel_cache[h] for h in range(first, first + CONTEXT_HOPS)])
+
+    def _follow_voice(self, first_hop: int, rows: np.ndarray) -> None:
+        """Take hops ``first_hop ..`` (mel power rows) into the voice mean, each hop once, in order."""
+        if self._voice is None:
+            return
+        new = rows[max(self._voice_hop + 1 - first_hop, 0) :]
+        if len(new):
+            self._voice_mean = self.net.voice.running_means(log_mel(new), self._voice)[-1]
+            self._voice_hop = first_hop + len(rows) - 1
 
     def step(self) -> np.ndarray:
         """Generate frame ``next_frame`` (its audio must have been fed); returns normalised (D,)."""
         f = self.next_frame
         self._noise = frame_noise(self.seed, f, self.settings.steps, self.net.motion_dim, self._noise)
         mel = log_mel(self._mel(f))[None]
+        if self.net.voice is not None:
+            mel = self.net.voice.apply(mel, self._voice_mean)
         x = self._recentre(denoise(self.net, mel, self.history[None], self._noise[None], self.settings))[0]
         self.history = np.concatenate([self.history[1:], x[None]], axis=0)
         self.next_frame = f + 1

@@ -17,14 +17,16 @@ import numpy as np
 
 from avatar.engine import AudioWindow, Engine, EngineSession, Frame, PreparedAvatar
 from avatar.errors import PortraitError
+from avatar.face.framing import Framing, parse_framing
 from avatar.face.portrait import PortraitRig, prepare_portrait
 from avatar.face.renderer import PortraitRenderer
 from avatar.motion import MotionSource, create_motion, motion_source
 
 
-def _portrait_key(portrait: str | Path | np.ndarray, size: int) -> str:
-    """Content hash of a portrait (file bytes or pixels) and output size, for the preparation cache."""
-    digest = hashlib.sha1(str(size).encode())
+def _portrait_key(portrait: str | Path | np.ndarray, size: int, framing: Framing = Framing.FULL) -> str:
+    """Content hash of a portrait (file bytes or pixels), output size and framing, for the preparation
+    cache."""
+    digest = hashlib.sha1(f"{size}:{framing}".encode())
     if isinstance(portrait, np.ndarray):
         digest.update(str(portrait.shape).encode())
         digest.update(np.ascontiguousarray(portrait).tobytes())
@@ -67,13 +69,16 @@ class ParametricEngine(Engine):
     name = "parametric"
 
     def __init__(self, fps: float = 25.0, size: int = 512, seed: int = 0, cache_size: int = 16,
-                 motion: str | None = None, motion_model: str | None = None, **_: Any):
-        """``motion``: ``learned`` (the motion sampler; ``motion_model`` a model folder, default the
-        shipped one; 25 fps only) or ``rules`` (hand-written, any fps); None: the default
-        (``avatar.motion.DEFAULT_MOTION`` at 25 fps, else rules). A bad choice or model raises
-        ``ConfigError`` here, at start-up."""
+                 motion: str | None = None, motion_model: str | None = None,
+                 framing: Framing | str = Framing.FULL, **_: Any):
+        """``framing``: how portraits are framed unless ``prepare`` says otherwise (``full`` or
+        ``head_and_shoulders``, ``avatar.face.framing``). ``motion``: ``learned`` (the motion sampler;
+        ``motion_model`` a model folder, default the shipped one; 25 fps only) or ``rules`` (hand-written,
+        any fps); None: the default (``avatar.motion.DEFAULT_MOTION`` at 25 fps, else rules).
+        A bad choice or model raises ``ConfigError`` here, at start-up."""
         super().__init__(fps=fps, size=size)
         self.seed = int(seed)
+        self.framing = parse_framing(framing)
         self.motion = motion_source(motion, self.fps)
         self.motion_model = None if motion_model is None else str(motion_model)
         create_motion(self.motion, self.fps, 0, self.motion_model)  # fail now, not per session
@@ -81,14 +86,16 @@ class ParametricEngine(Engine):
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
-    def prepare(self, portrait: str | Path | np.ndarray, avatar_id: str | None = None) -> PreparedAvatar:
-        key = _portrait_key(portrait, self.size)
+    def prepare(self, portrait: str | Path | np.ndarray, avatar_id: str | None = None,
+                framing: Framing | str | None = None) -> PreparedAvatar:
+        framing = self.framing if framing is None else parse_framing(framing)
+        key = _portrait_key(portrait, self.size, framing)
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None:
                 self._cache.move_to_end(key)
                 return cached if avatar_id is None else dataclasses.replace(cached, avatar_id=avatar_id)
-        rig = prepare_portrait(portrait, size=self.size)
+        rig = prepare_portrait(portrait, size=self.size, framing=framing)
         if avatar_id is None:
             avatar_id = Path(portrait).stem if not isinstance(portrait, np.ndarray) else key[:12]
         prepared = PreparedAvatar(avatar_id=avatar_id, image=rig.image, data=rig, warnings=list(rig.warnings))

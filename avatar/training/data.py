@@ -55,9 +55,9 @@ class FaceTracker:
     """MediaPipe face mesh in video mode (tracking between frames); one per clip."""
 
     def __init__(self) -> None:
-        import mediapipe as mp
+        from avatar.facemesh import import_mediapipe
 
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
+        self._mesh = import_mediapipe().solutions.face_mesh.FaceMesh(
             static_image_mode=False, refine_landmarks=True, max_num_faces=1
         )
 

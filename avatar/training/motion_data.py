@@ -8,7 +8,7 @@ the 10 ms grid, plus ``speaker_id`` and ``split``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ import numpy as np
 from avatar.errors import ConfigError
 from avatar.motion.audio_features import frame_context, log_mel
 from avatar.motion.representation import SLICES, MotionBasis, eye_blink
+from avatar.motion.voice_normaliser import VoiceNormalisation, speech_hops
 
 FPS = 25.0
 SILENT_HEAD_HOLD = 0.9
@@ -23,6 +24,8 @@ SILENT_HEAD_HOLD = 0.9
 training clips hold talking people only, and without this a silent session kept a speaker's head motion."""
 MAX_FRAMES_PER_SPEAKER_FOR_BASIS = 3000
 LOSS_WEIGHTS = {"mouth": 3.0, "brows": 1.0, "blink": 1.0, "gaze": 0.3, "head": 1.0}
+VOICE_SAMPLE_HOPS = 64
+"""Speech hops of a clip drawn per example to estimate its voice mean (``voice_normaliser``)."""
 
 
 @dataclass
@@ -35,6 +38,8 @@ class MotionClip:
     vectors: np.ndarray
     valid: np.ndarray
     mel_power: np.ndarray
+    speech: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """Indices of its speech hops (``voice_normaliser.speech_hops``)."""
 
     @property
     def frames(self) -> int:
@@ -122,6 +127,7 @@ def build_clips(items: list[dict], basis: MotionBasis) -> list[MotionClip]:
                 vectors,
                 valid,
                 item["mel_power"].astype(np.float32),
+                speech_hops(log_mel(item["mel_power"])),
             )
         )
     return clips
@@ -159,12 +165,34 @@ class Augment:
     silence (a listener, a gap between sentences of a voice agent) left the lips parted."""
 
 
+def voice_prior(clips: list[MotionClip]) -> np.ndarray:
+    """The corpus's mean log-mel (40,) of speech hops: the mean of its speakers' means."""
+    by_speaker: dict[str, list[np.ndarray]] = {}
+    for c in clips:
+        if len(c.speech):
+            by_speaker.setdefault(c.speaker, []).append(log_mel(c.mel_power[c.speech]))
+    if not by_speaker:
+        raise ConfigError("no speech in the training clips")
+    return np.mean([np.concatenate(rows).mean(axis=0) for rows in by_speaker.values()], axis=0)
+
+
 class MotionSamples:
     """Frames to learn from, sampled with speaker weights ``1 / sqrt(speaker frames)`` (so one speaker
-    with hours cannot dominate), turned into batches of normalised arrays."""
+    with hours cannot dominate), turned into batches of normalised arrays.
 
-    def __init__(self, clips: list[MotionClip], basis: MotionBasis, context_frames: int) -> None:
-        self.clips, self.basis, self.n = clips, basis, context_frames
+    With ``voice`` the log-mel windows are shifted as the sampler shifts them (``voice_normaliser``):
+    by a voice mean estimated from ``min(H, 64)`` of the clip's speech hops (augmented with the window)
+    and weighted ``H / (H + prior_hops)`` against the prior, ``H`` hops of speech heard so far being
+    0 in 15% of examples (a voice's first words) and log-uniform in 10..3000 otherwise."""
+
+    def __init__(
+        self,
+        clips: list[MotionClip],
+        basis: MotionBasis,
+        context_frames: int,
+        voice: VoiceNormalisation | None = None,
+    ) -> None:
+        self.clips, self.basis, self.n, self.voice = clips, basis, context_frames, voice
         self.normed = [basis.normalise(c.vectors) for c in clips]
         self.rest = basis.normalise(basis.rest_vector()[None])[0]
         refs, weights = [], []
@@ -200,9 +228,14 @@ class MotionSamples:
         context = np.stack([self.normed[c][np.maximum(np.arange(f - self.n, f), 0)] for c, f in refs])
         target = np.stack([self.normed[c][f] for c, f in refs])
         keep = np.ones(len(refs), np.float32)
+        voice = self._voice_hops(refs, rng) if self.voice is not None else None
         if aug is not None and rng is not None:
             last = context[:, -1].copy()
-            mel = self._augment_audio(mel, rng, aug)
+            if voice is not None:  # the same gain, noise and band shift as the window
+                both = self._augment_audio(np.concatenate([mel, voice[0]], axis=1), rng, aug)
+                mel, voice = both[:, : mel.shape[1]], (both[:, mel.shape[1] :], voice[1], voice[2])
+            else:
+                mel = self._augment_audio(mel, rng, aug)
             context = context + rng.normal(size=context.shape).astype(np.float32) * (
                 aug.context_noise * rng.random((len(refs), 1, 1)).astype(np.float32)
             )
@@ -220,12 +253,41 @@ class MotionSamples:
                 rest_head = self.rest[SLICES.head]
                 eased = rest_head + SILENT_HEAD_HOLD * (last[silent][:, head] - rest_head)
                 target[np.ix_(silent, head)] = eased
+        log = log_mel(mel)
+        if voice is not None:
+            rows, mask, weight = voice
+            mean = (log_mel(rows) * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0)[:, None]
+            prior = self.voice.prior
+            log = self.voice.apply(log, prior + weight[:, None] * (mean - prior))
         return {
-            "mel": log_mel(mel),
+            "mel": log.astype(np.float32),
             "context": context.astype(np.float32),
             "target": target,
             "audio_keep": keep,
         }
+
+    def _voice_hops(
+        self, refs: np.ndarray, rng: np.random.Generator | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per example: speech-hop mel power (B, 64, 40), which rows count (B, 64) and the voice mean's
+        weight against the prior (B,). Without ``rng`` every speech hop of the clip counts fully."""
+        rows = np.zeros((len(refs), VOICE_SAMPLE_HOPS, self.clips[0].mel_power.shape[1]), np.float32)
+        mask = np.zeros((len(refs), VOICE_SAMPLE_HOPS), np.float32)
+        weight = np.zeros(len(refs), np.float32)
+        for i, (c, _) in enumerate(refs):
+            speech = self.clips[c].speech
+            if not len(speech):
+                continue
+            if rng is None:
+                heard, pick = float(len(speech)), speech[:: max(1, len(speech) // VOICE_SAMPLE_HOPS)]
+            else:
+                heard = 0.0 if rng.random() < 0.15 else float(np.exp(rng.uniform(np.log(10), np.log(3000))))
+                pick = rng.choice(speech, size=max(1, min(int(heard), VOICE_SAMPLE_HOPS)))
+            pick = pick[:VOICE_SAMPLE_HOPS]
+            rows[i, : len(pick)] = self.clips[c].mel_power[pick]
+            mask[i, : len(pick)] = 1.0
+            weight[i] = heard / (heard + self.voice.prior_hops)
+        return rows, mask, weight
 
     def _augment_audio(self, mel: np.ndarray, rng: np.random.Generator, aug: Augment) -> np.ndarray:
         b, _, bands = mel.shape

@@ -21,6 +21,7 @@ from avatar.errors import ConfigError
 from avatar.motion.network import MotionDenoiser, MotionNetConfig, MotionNets
 from avatar.motion.representation import SLICES, MotionBasis, MotionPart
 from avatar.motion.sampler import SamplerKind, SamplerSettings, sample_clips
+from avatar.motion.voice_normaliser import VoiceNormalisation
 from avatar.training.motion_data import (
     Augment,
     MotionClip,
@@ -29,6 +30,7 @@ from avatar.training.motion_data import (
     fit_basis,
     loss_weights,
     read_prepared,
+    voice_prior,
 )
 from avatar.training.motion_model import MotionDenoiserModule, schedule
 
@@ -63,6 +65,11 @@ class MotionTrainSettings:
     """Parts distilled (comma-separated); the others ship the teacher's weights. The mouth samples near its
     mean (``mouth_temperature``), which the teacher's own one-step prediction gives best: distilled from the
     guided sampler it followed held-out voices less (mouth r 0.41-0.44 against 0.47)."""
+    voice_normalise: bool = False
+    """Take each voice's running mean spectrum out of the audio input (``voice_normaliser``). Off for the
+    shipped model: on the validation speakers it did not follow the mouth better (docs/motion.md)."""
+    voice_prior_hops: float = 100.0
+    voice_memory_s: float = 15.0
     augment: Augment = field(default_factory=Augment)
 
     def sampler(self, kind: SamplerKind, steps: int) -> SamplerSettings:
@@ -99,20 +106,45 @@ class MotionData:
     basis: MotionBasis
     train: MotionSamples
     val: list[MotionClip]
+    voice: VoiceNormalisation | None = None
 
 
-def load_data(prepared: str | Path, context_frames: int, basis: MotionBasis | None = None) -> MotionData:
-    """Fit the basis on ``train`` (unless given) and build the training samples and validation clips."""
+def load_data(
+    prepared: str | Path,
+    context_frames: int,
+    basis: MotionBasis | None = None,
+    voice: VoiceNormalisation | MotionTrainSettings | None = None,
+) -> MotionData:
+    """Fit the basis on ``train`` (unless given) and build the training samples and validation clips.
+
+    ``voice``: the voice normalisation to train with (a teacher's), or settings to fit its prior on
+    ``train`` (when ``voice_normalise`` is on), or None for plain log-mel."""
     train_items = read_prepared(prepared, ("train",))
     basis = fit_basis(train_items) if basis is None else basis
     train_clips = build_clips(train_items, basis)
     if basis.scale.max() == 1.0 and basis.center.max() == 0.0:
         basis.fit_normalisation(np.concatenate([c.vectors[c.valid] for c in train_clips]))
+    if isinstance(voice, MotionTrainSettings):
+        voice = (
+            VoiceNormalisation(voice_prior(train_clips), voice.voice_prior_hops, voice.voice_memory_s)
+            if voice.voice_normalise
+            else None
+        )
     try:
         val_clips = build_clips(read_prepared(prepared, ("val",)), basis)
     except ConfigError:
         val_clips = []
-    return MotionData(basis, MotionSamples(train_clips, basis, context_frames), val_clips)
+    return MotionData(basis, MotionSamples(train_clips, basis, context_frames, voice), val_clips, voice)
+
+
+def _voice_state(voice: VoiceNormalisation | None) -> dict:
+    """The voice normalisation as checkpoint entries (restored by ``_voice_from_state``)."""
+    return {"voice": None if voice is None else {"prior": voice.prior, **voice.to_config()}}
+
+
+def _voice_from_state(state: dict) -> VoiceNormalisation | None:
+    entry = state.get("voice")
+    return None if entry is None else VoiceNormalisation.from_config(entry, entry["prior"])
 
 
 def _to_torch(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -126,9 +158,11 @@ def new_models(configs: dict[str, MotionNetConfig]) -> torch.nn.ModuleDict:
     return torch.nn.ModuleDict({part: MotionDenoiserModule(c) for part, c in configs.items()})
 
 
-def numpy_nets(models: torch.nn.ModuleDict, basis: MotionBasis) -> MotionNets:
+def numpy_nets(
+    models: torch.nn.ModuleDict, basis: MotionBasis, voice: VoiceNormalisation | None = None
+) -> MotionNets:
     nets = [MotionDenoiser(m.config, m.numpy_params()) for m in models.values()]
-    return MotionNets(nets, fill=basis.normalise(basis.rest_vector()[None])[0])
+    return MotionNets(nets, fill=basis.normalise(basis.rest_vector()[None])[0], voice=voice)
 
 
 def export(
@@ -137,14 +171,16 @@ def export(
     basis: MotionBasis,
     sampler: SamplerSettings,
     extra: dict | None = None,
+    voice: VoiceNormalisation | None = None,
 ) -> None:
-    """Write the numpy model folder (config.json + float16 weights + basis)."""
+    """Write the numpy model folder (config.json + float16 weights + basis + voice prior)."""
     MotionNets.save_pretrained(
         folder,
         [m.config for m in models.values()],
         [m.numpy_params() for m in models.values()],
-        basis.arrays(),
+        {**basis.arrays(), **({"voice.prior": voice.prior} if voice else {})},
         {
+            **({"voice": voice.to_config()} if voice else {}),
             "sampler": {
                 "kind": sampler.kind.value,
                 "steps": sampler.steps,
@@ -170,7 +206,7 @@ def validate(
     motion: mouth-opening r at the best lag within +-3 frames (120 ms), head std ratio, blinks/min."""
     if not data.val:
         return {}
-    net = numpy_nets(models, data.basis)
+    net = numpy_nets(models, data.basis, data.voice)
     frames = [min(c.frames, int(seconds * 25)) for c in data.val]
     start = data.basis.normalise(data.basis.rest_vector()[None])[0]
     outs = sample_clips(net, [c.mel_power for c in data.val], frames, start, sampler, seed=seed)
@@ -311,7 +347,8 @@ def train_teacher(
         configs = {part: MotionNetConfig.from_dict(c) for part, c in state["configs"].items()}
     configs = configs or {part.value: MotionNetConfig(part=part.value) for part in PARTS}
     basis = MotionBasis.from_arrays(state["basis"]) if state else None
-    data = load_data(prepared, max(c.context_frames for c in configs.values()), basis)
+    voice = _voice_from_state(state) if state else settings
+    data = load_data(prepared, max(c.context_frames for c in configs.values()), basis, voice)
     torch.manual_seed(settings.seed)
     models = new_models(configs)
     rng = np.random.default_rng(settings.seed)
@@ -354,8 +391,11 @@ def train_teacher(
             }
             metrics.update(validate(ema, data, sampler, settings.eval_seconds, settings.seed))
             run.log(metrics)
-            run.save(models, ema, opt, rng, step, configs, data.basis, {"kind": "teacher"})
-            export(run.folder / "model", ema, data.basis, sampler, {"stage": "teacher", "step": step})
+            kind = {"kind": "teacher", **_voice_state(data.voice)}
+            run.save(models, ema, opt, rng, step, configs, data.basis, kind)
+            export(
+                run.folder / "model", ema, data.basis, sampler, {"stage": "teacher", "step": step}, data.voice
+            )
     return metrics
 
 
@@ -382,7 +422,8 @@ def distill(
     basis = MotionBasis.from_arrays(teacher_state["basis"])
     run = _Run(out, settings)
     state = run.load()
-    data = load_data(prepared, max(c.context_frames for c in configs.values()), basis)
+    voice = _voice_from_state(teacher_state)
+    data = load_data(prepared, max(c.context_frames for c in configs.values()), basis, voice)
     teachers = new_models(configs)
     teachers.load_state_dict(teacher_state["ema"])
     teachers.requires_grad_(False).eval()
@@ -453,7 +494,7 @@ def distill(
                 step,
                 configs,
                 basis,
-                {"kind": "student", "guidance": settings.guidance},
+                {"kind": "student", "guidance": settings.guidance, **_voice_state(voice)},
             )
             export(
                 run.folder / "model",
@@ -467,5 +508,6 @@ def distill(
                     "distilled_parts": distilled,
                     "teacher_step": teacher_state["step"],
                 },
+                voice,
             )
     return metrics
