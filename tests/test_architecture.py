@@ -44,3 +44,20 @@ def test_core_imports_stay_light():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, f"avatar pulled in: {result.stdout.strip()} {result.stderr[-300:]}"
+
+
+def test_server_runs_numpy_single_threaded_unless_told_otherwise():
+    """Several sessions' engines share the cores: a multi-threaded BLAS under each made them fight
+    (docs/operations.md, Capacity). Importing ``server`` sets one thread before numpy loads."""
+    import os
+    import subprocess
+    import sys
+
+    probe = "import server, numpy, os; e = os.environ; print(e['OPENBLAS_NUM_THREADS'], e['OMP_NUM_THREADS'])"
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=root, capture_output=True, text=True)
+    assert out.stdout.split() == ["1", "1"], out.stderr
+    env["OMP_NUM_THREADS"] = "4"  # an operator's own setting wins
+    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=root, capture_output=True, text=True)
+    assert out.stdout.split() == ["1", "4"], out.stderr

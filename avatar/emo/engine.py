@@ -8,6 +8,7 @@ trained on ``window.frames`` (12) frames per window, so servers should use ``Emo
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,8 +83,8 @@ class EmoEngine(Engine):
         cfg = config if isinstance(config, EmoConfig) else load_emo_config(config, toy=toy)
         if checkpoint is None and pipeline is None and cfg.name == "demo" and DEMO_CHECKPOINT.is_dir():
             checkpoint = DEMO_CHECKPOINT
-        if threads:
-            torch.set_num_threads(int(threads))
+        # Default: every core this process may use (the server sets OMP_NUM_THREADS=1 for numpy's sake).
+        torch.set_num_threads(int(threads) if threads else len(os.sched_getaffinity(0)))
         if pipeline is not None:
             self.pipeline = pipeline
         elif checkpoint is None:
