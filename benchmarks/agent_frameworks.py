@@ -127,6 +127,17 @@ def measure(log: OutputLog, audio_in_at: float, idle_until: float, interrupt_at:
 # -- pipecat --
 
 
+
+async def speak(worker, speech: np.ndarray) -> None:
+    """Queue one TTS turn into a pipecat pipeline worker: started, 20 ms audio frames, stopped."""
+    from pipecat.frames.frames import TTSAudioRawFrame, TTSStartedFrame, TTSStoppedFrame
+
+    await worker.queue_frame(TTSStartedFrame())
+    step = AUDIO_RATE // 50
+    for begin in range(0, len(speech), step):
+        await worker.queue_frame(TTSAudioRawFrame(speech[begin : begin + step].tobytes(), AUDIO_RATE, 1))
+    await worker.queue_frame(TTSStoppedFrame())
+
 async def run_pipecat(portrait: Path, speech: np.ndarray, idle_s: float = 1.0,
                       interrupt_after_s: float | None = None, tail_s: float = 0.5,
                       prepared: tuple | None = None) -> tuple[OutputLog, Measures]:
@@ -137,7 +148,6 @@ async def run_pipecat(portrait: Path, speech: np.ndarray, idle_s: float = 1.0,
         OutputAudioRawFrame,
         OutputImageRawFrame,
         TTSAudioRawFrame,
-        TTSStartedFrame,
         TTSStoppedFrame,
     )
     from pipecat.pipeline.pipeline import Pipeline
@@ -191,11 +201,7 @@ async def run_pipecat(portrait: Path, speech: np.ndarray, idle_s: float = 1.0,
         await asyncio.wait_for(started.wait(), 60)
         await asyncio.sleep(idle_s)
         marks["audio_in"] = time.monotonic()
-        await worker.queue_frame(TTSStartedFrame())
-        step = AUDIO_RATE // 50
-        for begin in range(0, len(speech), step):
-            await worker.queue_frame(TTSAudioRawFrame(speech[begin : begin + step].tobytes(), AUDIO_RATE, 1))
-        await worker.queue_frame(TTSStoppedFrame())
+        await speak(worker, speech)
         if interrupt_after_s is not None:  # that long after the 5th speaking image came out
             await asyncio.wait_for(recorder.speech_seen.wait(), 30)
             await asyncio.sleep(interrupt_after_s)
@@ -243,7 +249,7 @@ async def run_pipecat_webrtc(speech: np.ndarray, prepared: tuple, idle_s: float 
     from aiortc import RTCPeerConnection
     from aiortc.mediastreams import MediaStreamError
     from loguru import logger
-    from pipecat.frames.frames import EndFrame, TTSAudioRawFrame, TTSStartedFrame, TTSStoppedFrame
+    from pipecat.frames.frames import EndFrame
     from pipecat.pipeline.pipeline import Pipeline
     from pipecat.pipeline.worker import PipelineParams, PipelineWorker
     from pipecat.transports.base_transport import TransportParams
@@ -298,11 +304,7 @@ async def run_pipecat_webrtc(speech: np.ndarray, prepared: tuple, idle_s: float 
     async def drive() -> None:
         await asyncio.sleep(idle_s)
         marks["audio_in"] = time.monotonic()
-        await worker.queue_frame(TTSStartedFrame())
-        step = AUDIO_RATE // 50
-        for begin in range(0, len(speech), step):
-            await worker.queue_frame(TTSAudioRawFrame(speech[begin : begin + step].tobytes(), AUDIO_RATE, 1))
-        await worker.queue_frame(TTSStoppedFrame())
+        await speak(worker, speech)
         await asyncio.sleep(len(speech) / AUDIO_RATE + tail_s)
         marks["end"] = time.monotonic()
         await worker.queue_frame(EndFrame())

@@ -24,8 +24,7 @@ from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd, AvatarOptions, VideoGenerator
 
 from avatar.engine import Engine, PreparedAvatar
-from avatar.engines import create_engine
-from integrations.stream import AvatarStream, StreamMarker
+from integrations.stream import AvatarStream, StreamMarker, prepare_avatar
 
 
 class TalkingPortraitVideoGenerator(VideoGenerator):
@@ -62,11 +61,12 @@ class TalkingPortraitVideoGenerator(VideoGenerator):
         if portrait is None and avatar is None:
             raise ValueError("a portrait (path or image) or a prepared avatar is needed")
 
-        def prepare() -> tuple[Engine, PreparedAvatar]:
-            chosen = engine if isinstance(engine, Engine) else create_engine(engine, **(engine_options or {}))
-            return chosen, avatar if avatar is not None else chosen.prepare(portrait)
-
-        ready_engine, prepared = await asyncio.to_thread(prepare)
+        if avatar is not None:
+            if not isinstance(engine, Engine):
+                raise ValueError("a prepared avatar needs the Engine instance that prepared it")
+            ready_engine, prepared = engine, avatar
+        else:
+            ready_engine, prepared = await asyncio.to_thread(prepare_avatar, portrait, engine, engine_options)
         stream = AvatarStream(ready_engine, prepared, audio_rate=audio_sample_rate,
                               audio_channels=audio_channels, seed=seed, watermark=watermark)
         await stream.start()

@@ -42,8 +42,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from avatar.engine import Engine, PreparedAvatar
-from avatar.engines import create_engine
-from integrations.stream import AvatarFrame, AvatarStream, StreamMarker, StreamStats
+from integrations.stream import AvatarFrame, AvatarStream, StreamMarker, StreamStats, prepare_avatar
 
 try:  # pipecat >= 0.0.85 (1.x); StartInterruptionFrame before
     from pipecat.frames.frames import InterruptionFrame
@@ -117,7 +116,9 @@ class TalkingPortraitVideo(FrameProcessor):
         if self._audio_rate is None:
             self._audio_rate = int(getattr(setup, "audio_out_sample_rate", None) or 24000)
         if self._avatar is None:
-            self._engine, self._avatar = await asyncio.to_thread(self._prepare)
+            self._engine, self._avatar = await asyncio.to_thread(
+                prepare_avatar, self._portrait, self._engine or self._engine_spec, self._engine_options
+            )
 
     async def cleanup(self) -> None:
         await self._stop()
@@ -154,10 +155,6 @@ class TalkingPortraitVideo(FrameProcessor):
             stream.mark(frame, keep_on_interrupt=not getattr(frame, "interruptible", True))
 
     # -- internals --
-
-    def _prepare(self) -> tuple[Engine, PreparedAvatar]:
-        engine = self._engine or create_engine(str(self._engine_spec), **self._engine_options)
-        return engine, engine.prepare(self._portrait)
 
     async def _start(self) -> None:
         if self._stream is not None:

@@ -31,11 +31,21 @@ from avatar.audio.io import pcm16_to_float
 from avatar.audio.vad import VoiceActivity
 from avatar.audio.windowing import AudioRing, WindowConfig, Windower
 from avatar.engine import SAMPLE_RATE, Engine, EngineSession, Frame, PreparedAvatar
+from avatar.engines import create_engine
 from avatar.provenance.marked_session import WatermarkedSession
 from server.engine_worker import EngineWorker
 
 _LAYOUTS = {1: "mono", 2: "stereo"}
 _CLOSED = object()
+
+
+def prepare_avatar(
+    portrait: Any, engine: Engine | str, engine_options: dict[str, Any] | None = None
+) -> tuple[Engine, PreparedAvatar]:
+    """The engine (``engine`` itself, or the registered name created with ``engine_options``) and
+    ``portrait`` (image path or RGB uint8 array) prepared by it. Blocking: call it in a thread."""
+    chosen = engine if isinstance(engine, Engine) else create_engine(str(engine), **(engine_options or {}))
+    return chosen, chosen.prepare(portrait)
 
 
 @dataclass

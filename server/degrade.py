@@ -7,9 +7,9 @@ repeats the last frame for those ticks) when windows were dropped or the engine 
 (busy fraction x stride) stayed below ``busy_low`` for ``recover_after_s``, doubled after each
 degradation (up to 8x) so that a session on the edge does not flap between the two rates.
 
-``busy_low`` is 0.75: a browser beside the server on two cores made the engine take 27 ms a frame
-(full rate: 0.68 busy, sustainable); with 0.6 such a session, once degraded by a start-up spike, stayed
-at 12.5 new pictures per second for good.
+``busy_low`` is 0.75: with 0.6, a session whose full-rate load sits between 0.6 and 0.9 (it would keep
+up) stayed at half rate for good after a single spike had degraded it; this was seen beside a browser
+on two cores, when the engine took 27 ms a frame (0.68 at full rate).
 """
 
 from __future__ import annotations

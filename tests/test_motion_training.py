@@ -57,18 +57,15 @@ def _log(run) -> list[dict]:
     return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
 
 
+def _common_args(prepared, eval_every: int) -> list[str]:
+    """A tiny, quick run: batch 16, validation of 1 s every ``eval_every`` steps."""
+    sets = ["batch=16", f"eval_every={eval_every}", "eval_seconds=1"]
+    return ["--data", str(prepared), *[arg for value in sets for arg in ("--set", value)]]
+
+
 def test_train_resume_distill_and_load(prepared, tmp_path, capsys):
     teacher = tmp_path / "teacher"
-    common = [
-        "--data",
-        str(prepared),
-        "--set",
-        "batch=16",
-        "--set",
-        "eval_every=4",
-        "--set",
-        "eval_seconds=1",
-    ]
+    common = _common_args(prepared, eval_every=4)
     assert main(["train-motion", *common, "--out", str(teacher), "--steps", "4"]) == 0
     assert [r["step"] for r in _log(teacher)] == [4]
     assert main(["train-motion", *common, "--out", str(teacher), "--steps", "8"]) == 0  # continues
@@ -117,16 +114,7 @@ def test_training_errors_are_one_line(prepared, tmp_path, capsys):
 
 
 def test_voice_normalised_training_exports_and_distills_with_its_prior(prepared, tmp_path, capsys):
-    common = [
-        "--data",
-        str(prepared),
-        "--set",
-        "batch=16",
-        "--set",
-        "eval_every=3",
-        "--set",
-        "eval_seconds=1",
-    ]
+    common = _common_args(prepared, eval_every=3)
     teacher, student = tmp_path / "teacher", tmp_path / "student"
     voice = ["--set", "voice_normalise=1", "--set", "voice_prior_hops=50"]
     assert main(["train-motion", *common, *voice, "--out", str(teacher), "--steps", "3"]) == 0
