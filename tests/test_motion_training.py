@@ -128,3 +128,32 @@ def test_voice_normalised_training_exports_and_distills_with_its_prior(prepared,
     distilled = MotionModel(student / "model")
     assert np.array_equal(distilled.net.voice.prior, taught.net.voice.prior)
     capsys.readouterr()
+
+
+def test_tempo_augmentation_reads_the_window_and_motion_frames_faster_or_slower(prepared):
+    """Speed perturbation: at tempo 1 the window is the clip's own (``frame_context``); at tempo 2 hop k of
+    the window is the clip's hop at twice the distance from the frame, and the motion frames are every
+    second frame; the target frame itself does not move."""
+    from avatar.motion.audio_features import PAST_HOPS, frame_context, frame_hops
+    from avatar.training.motion_data import Augment, MotionSamples, build_clips, fit_basis, read_prepared
+
+    items = read_prepared(prepared, ("train",))
+    basis = fit_basis(items)
+    samples = MotionSamples(build_clips(items, basis), basis, context_frames=4)
+    clip, frame = 0, 40
+    power = samples.clips[clip].mel_power
+    assert np.array_equal(samples._mel_window(clip, frame, 1.0), frame_context(power, frame))
+    fast = samples._mel_window(clip, frame, 2.0)
+    centre = frame_hops(frame)
+    assert np.allclose(fast[PAST_HOPS], power[centre])
+    assert np.allclose(fast[PAST_HOPS - 3], power[centre - 6])
+    assert np.allclose(fast[PAST_HOPS + 2], power[centre + 4])
+    assert np.allclose(samples._motion_frames(clip, frame, 2.0), samples.normed[clip][[32, 34, 36, 38]])
+    half = samples._motion_frames(clip, frame, 0.5)
+    assert np.allclose(half[-1], 0.5 * (samples.normed[clip][39] + samples.normed[clip][40]))
+    rng = np.random.default_rng(0)
+    quiet = Augment(tempo_prob=1.0, gain_db=0.0, noise_prob=0.0, shift_prob=0.0, audio_drop=0.0,
+                    silence_prob=0.0)
+    batch = samples.gather(np.array([[clip, frame]] * 8), rng, quiet)
+    assert np.array_equal(batch["target"], np.repeat(samples.normed[clip][frame][None], 8, axis=0))
+    assert len({batch["mel"][i].tobytes() for i in range(8)}) == 8  # each example its own tempo

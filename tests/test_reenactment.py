@@ -23,6 +23,7 @@ from avatar.evaluation.reenactment import (
     lip_distance,
     mouth_width,
     similarity_fit,
+    unreliable_truth,
 )
 from avatar.face.mesh import LIPS_INNER_LOWER, LIPS_INNER_UPPER
 from tests.media import ASTRONAUT, vowel_bursts, write_wav
@@ -144,6 +145,27 @@ def test_lmd_ignores_a_moved_face_and_sees_an_open_mouth():
     assert lip_distance(opened, real) == pytest.approx(np.full(6, 0.5 * 10.0 / 200.0))
     real[2] = np.nan
     assert np.isnan(lip_distance(moved, real)[2]) and np.isfinite(lip_distance(moved, real)[[0, 1, 3]]).all()
+
+
+def test_profile_frames_of_the_real_face_are_not_ground_truth():
+    """A real face turned 50 degrees (past prepare-motion's 35) cannot give trusted lips: those frames are
+    left out of the comparison and counted; a 10 degree turn stays in."""
+    from avatar.motion.canonical import canonical_face
+
+    face = canonical_face().astype(np.float64)
+
+    def turned(degrees: float) -> np.ndarray:
+        a = np.radians(degrees)
+        yaw = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+        return 200.0 * face @ yaw.T + [256.0, 256.0, 0.0]
+
+    real = np.stack([turned(d) for d in (0, 10, -10, 50, -50, 0, 5, 0)])
+    assert unreliable_truth(real).tolist() == [False, False, False, True, True, False, False, False]
+    real[2] = np.nan  # no face: neither trusted nor untrusted
+    assert not unreliable_truth(real)[2]
+    measures = compare_to_truth(real.copy(), real, FPS)
+    assert measures["gt_frames_unreliable"] == 2 and measures["gt_frames"] == 5
+    assert measures["gt_frames_excluded"] == 3
 
 
 def test_closed_lips_use_each_tracks_own_scale_and_width_is_corner_distance():

@@ -404,6 +404,25 @@ def test_non_finite_and_huge_expressions_are_harmless(renderer, value: float) ->
     assert face_mesh(frame)
 
 
+def test_close_rest_closes_an_open_portrait_mouth_and_leaves_the_rest_layer_open(renderer) -> None:
+    """The astronaut smiles with her teeth showing: learned motion (offsets from a closed mouth) closes
+    her lips with ``close_rest`` = 1; the rules' default 0 keeps the portrait's own opening."""
+    from avatar.face.mesh import LIPS_INNER_LOWER, LIPS_INNER_UPPER
+
+    model = renderer.model
+    open_gap = _lip_gap(renderer.rig.image)
+    assert open_gap > 0.02
+    closed = renderer.render(FaceMotion(close_rest=1.0))
+    assert _lip_gap(closed) < 0.35 * open_gap
+    assert _lip_gap(renderer.render(FaceMotion(close_rest=0.0, head_roll=0.001))) > 0.8 * open_gap
+    disp = model.displacements(clamp_motion(FaceMotion(close_rest=1.0)))
+    moved = renderer.rig.mesh.vertices + disp
+    centre = (moved[LIPS_INNER_LOWER[5]] - moved[LIPS_INNER_UPPER[5]]) @ model.ey
+    assert abs(centre) < 0.1 * model.rest_gaps[5]
+    # an open jaw still opens from the closed mouth
+    assert _lip_gap(renderer.render(FaceMotion(close_rest=1.0, jaw_open=0.6))) > 1.5 * _lip_gap(closed)
+
+
 def test_expression_of_the_wrong_shape_is_rejected(renderer) -> None:
     with pytest.raises(ValueError, match="468, 2"):
         renderer.render(FaceMotion(expression=np.zeros((478, 2), np.float32)))

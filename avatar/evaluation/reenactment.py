@@ -17,6 +17,8 @@ from avatar.evaluation.mouth_track import detected, face_height, mouth_openness
 from avatar.evaluation.sync import best_lag_correlation
 from avatar.face.alignment import similarity_fit
 from avatar.face.mesh import LIPS_INNER_LOWER, LIPS_INNER_UPPER, LIPS_OUTER_LOWER, LIPS_OUTER_UPPER
+from avatar.motion.canonical import fit_tracks
+from avatar.motion.prepare import turned_or_unfitted
 
 GT_MAX_LAG_MS = 120.0
 """Mouth opening and width correlations take the best lag within ± this many milliseconds."""
@@ -114,12 +116,22 @@ def _ratio(value: float | None, reference: float | None, floor: float = 1e-3) ->
     return value / reference
 
 
+def unreliable_truth(real: np.ndarray) -> np.ndarray:
+    """Frames (bool (frames,)) of a real clip's face mesh ``real`` (frames, 478, 3) pixels, NaN where no
+    face, whose lips cannot be trusted as ground truth: the face turned into profile or fitting the
+    canonical face badly, by the thresholds ``prepare-motion`` drops training frames with."""
+    profile, unfitted = turned_or_unfitted(fit_tracks(real))
+    return profile | unfitted
+
+
 def compare_to_truth(generated: np.ndarray, real: np.ndarray, fps: float) -> dict[str, float | int | None]:
     """Measures of a generated clip against the real one it re-enacts.
 
     ``generated``, ``real``: landmarks (frames, 478, 3) pixels on the same ``fps`` grid (each in its own
     image), NaN where no face; the shorter length is used. Frames missing a face in either are excluded
-    from every measure (``gt_frames_excluded``; ``gt_frames`` is what is left). Returns:
+    from every measure, and so are frames where the real face's mesh cannot be trusted
+    (``unreliable_truth``, counted in ``gt_frames_unreliable``); ``gt_frames_excluded`` counts both,
+    ``gt_frames`` is what is left. Returns:
 
     * ``gt_r`` / ``gt_lag_ms``: Pearson r of the mouth opening (inner-lip gap 13-14 / face height) at the
       best lag within ±``GT_MAX_LAG_MS``; ``gt_width_r`` / ``gt_width_lag_ms`` the same for the mouth width
@@ -132,7 +144,9 @@ def compare_to_truth(generated: np.ndarray, real: np.ndarray, fps: float) -> dic
     """
     frames = min(len(generated), len(real))
     generated, real = generated[:frames], real[:frames]
-    ok = detected(generated) & detected(real)
+    found = detected(generated) & detected(real)
+    untrusted = found & unreliable_truth(real)
+    ok = found & ~untrusted
     gen = np.where(ok[:, None, None], generated, np.nan)
     ref = np.where(ok[:, None, None], real, np.nan)
     gen_open, ref_open = mouth_openness(gen), mouth_openness(ref)
@@ -145,6 +159,7 @@ def compare_to_truth(generated: np.ndarray, real: np.ndarray, fps: float) -> dic
     return {
         "gt_frames": int(ok.sum()),
         "gt_frames_excluded": int(frames - ok.sum()),
+        "gt_frames_unreliable": int(untrusted.sum()),
         "gt_r": opening.r,
         "gt_lag_ms": opening.lag_ms,
         "gt_width_r": width.r,

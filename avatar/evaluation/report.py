@@ -52,6 +52,7 @@ REENACTMENT_COLUMNS: list[tuple[str, str, str]] = [
     ("head_pitch_std_ratio", "pitch σ", "{:.2f}"),
     ("head_roll_std_ratio", "roll σ", "{:.2f}"),
     ("blinks_per_min", "blinks/min", "{:.1f}"),
+    ("gt_frames_unreliable", "unreliable", "{:.0f}"),
     ("gt_frames_excluded", "excluded", "{:.0f}"),
 ]
 """Columns of the self-reenactment tables (one row per source); on the reference rows the σ columns
@@ -62,8 +63,10 @@ _REAL_STD = {f"head_{axis}_std_ratio": f"head_{axis}_std_deg" for axis in ("yaw"
 REENACTMENT_EXPLANATION = """\
 Each case gives the engine the real speaker's first frame with a face and the clip's own speech, then
 compares the output's face mesh with the real clip's, frame by frame at the output fps (the real clip
-resampled by nearest frame). Frames where either has no face are left out of the comparison (**excluded**,
-frames per case). **mouth r** / **width r**: Pearson r of the mouth opening (inner-lip gap 13-14) / width
+resampled by nearest frame). Frames where either has no face, or where the real face is turned past 35°
+or fits the canonical face badly (its lips cannot be trusted: the thresholds prepare-motion drops training
+frames by; **unreliable**), are left out of the comparison (**excluded** counts both, frames per case).
+**mouth r** / **width r**: Pearson r of the mouth opening (inner-lip gap 13-14) / width
 (corners 61-291), both over face height, at the best lag within ±120 ms (**lag ms** of the opening,
 positive = output after the real mouth). **closures**: share of the real speaker's closed-lip frames also
 closed in the output; a frame is closed when its opening is below 25 % of that track's own 95th-percentile

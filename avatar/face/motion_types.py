@@ -29,6 +29,11 @@ class FaceMotion:
       head_roll   + tilts clockwise in the image
     Body
       breath      -1 .. 1 phase of a slow breathing cycle (shoulders/chest rise by a few pixels)
+    Rest
+      close_rest  0 .. 1 how much of the portrait's own resting mouth opening (a portrait photographed
+                  mid-word or smiling with its teeth showing) the jaw closes before the rest applies:
+                  learned motion sets 1, since its offsets are measured from a closed mouth; the rules
+                  leave 0 (their jaw opens from the portrait as it is)
     Full face shape (learned motion models)
       expression  None, or float32 (468, 2): offsets of the 468 face-mesh landmarks from the portrait's
                   rest shape, in face heights (forehead-top landmark 10 to chin 152), in the face's own
@@ -50,9 +55,10 @@ class FaceMotion:
     head_yaw: float = 0.0
     head_roll: float = 0.0
     breath: float = 0.0
+    close_rest: float = 0.0
     expression: np.ndarray | None = None
 
 
 SCALAR_FIELDS = ("jaw_open", "lip_width", "lip_press", "blink", "brow_raise", "head_pitch", "head_yaw",
-                 "head_roll", "breath")
+                 "head_roll", "breath", "close_rest")
 """The float fields of ``FaceMotion`` (all but ``expression``), in declaration order."""

@@ -92,7 +92,7 @@ def clamp_motion(motion: FaceMotion) -> FaceMotion:
     expression = None if m.expression is None else clean_expression(m.expression)
     return FaceMotion(c(m.jaw_open, 0, 1), c(m.lip_width, -1, 1), c(m.lip_press, 0, 1), c(m.blink, 0, 1),
                       c(m.brow_raise, 0, 1), c(m.head_pitch, -a, a), c(m.head_yaw, -a, a),
-                      c(m.head_roll, -a, a), c(m.breath, -1, 1), expression)
+                      c(m.head_roll, -a, a), c(m.breath, -1, 1), c(m.close_rest, 0, 1), expression)
 
 
 class MotionModel:
@@ -136,6 +136,8 @@ class MotionModel:
         jaw[upper_lip] = 0.0
         jaw = np.maximum(jaw, corner_w)
         self.jaw = jaw
+        self.close_field = jaw * rest_center_gap
+        """Pixels (V,) along ey that close the portrait's resting mouth opening (``close_rest`` = 1)."""
         self.corner_pull = -0.1 * half * np.sign(u) * corner_w / 0.35  # corners move inward, pixels
 
         # --- lips: width (spread / round), pout, press --------------------------------------------
@@ -259,7 +261,7 @@ class MotionModel:
         upper one), for warping the real interior of an open portrait mouth.
         """
         ex, ey = self.ex, self.ey
-        down = self.jaw * (m.jaw_open * self.jaw_travel)
+        down = self.jaw * (m.jaw_open * self.jaw_travel) - self.close_field * m.close_rest
         across = self.corner_pull * m.jaw_open
         across += self.mouth_scale * (0.14 * m.lip_width if m.lip_width > 0 else 0.3 * m.lip_width)
         down += self.smile * max(m.lip_width, 0.0) + self.pout * max(-m.lip_width, 0.0)
@@ -469,7 +471,8 @@ class PortraitRenderer:
         """The portrait warped by ``m`` without jaw and lip press (and with the expression's inner-lip
         gaps kept at rest) over ``box`` (x0, y0, x1, y1): float32 (h, w, 3) pixels and the inner-lip
         polygon (k, 2) of that warp, in image pixels."""
-        disp = self.model.displacements(dataclasses.replace(m, jaw_open=0.0, lip_press=0.0), jaw_at_rest=True)
+        disp = self.model.displacements(dataclasses.replace(m, jaw_open=0.0, lip_press=0.0, close_rest=0.0),
+                                          jaw_at_rest=True)
         moved = self._rest + disp
         polygon = np.concatenate([moved[list(LIPS_INNER_UPPER)], moved[list(LIPS_INNER_LOWER)][-2:0:-1]])
         x0, y0, x1, y1 = box

@@ -353,15 +353,22 @@ def cut_frames(landmarks: np.ndarray, scale: np.ndarray, valid: np.ndarray) -> t
     return near, int(is_cut.sum())
 
 
-def filter_frames(capture: ClipCapture, tracks: canonical.FaceTracks) -> FrameFilter:
-    """Apply the frame filters of the module docstring to a capture and its ``FaceTracks``."""
-    valid = tracks.valid & (capture.faces > 0)
+def turned_or_unfitted(tracks: canonical.FaceTracks) -> tuple[np.ndarray, np.ndarray]:
+    """Frames (bool (frames,) each) whose face is in profile (``|yaw| > MAX_YAW_DEG``) and whose mesh fits
+    the canonical face badly (residual above ``MAX_FIT_RESIDUAL``), among ``tracks.valid`` frames: where
+    the face mesh's lips cannot be trusted."""
     with np.errstate(invalid="ignore"):
         yaw = np.degrees(np.abs(tracks.pose[:, 1]))
         residual = fit_residual(tracks.aligned)
+    return tracks.valid & (yaw > MAX_YAW_DEG), tracks.valid & ~(residual <= MAX_FIT_RESIDUAL)
+
+
+def filter_frames(capture: ClipCapture, tracks: canonical.FaceTracks) -> FrameFilter:
+    """Apply the frame filters of the module docstring to a capture and its ``FaceTracks``."""
+    valid = tracks.valid & (capture.faces > 0)
+    profile, unfitted = turned_or_unfitted(tracks)
     cut, cuts = cut_frames(capture.landmarks, tracks.scale, valid)
-    tests = (~valid, capture.faces >= 2, valid & (yaw > MAX_YAW_DEG),
-             valid & ~(residual <= MAX_FIT_RESIDUAL), cut)
+    tests = (~valid, capture.faces >= 2, valid & profile, valid & unfitted, cut)
     reason = np.full(capture.num_frames, -1, dtype=np.int8)
     for code, hit in enumerate(tests):
         reason[(reason < 0) & hit] = code

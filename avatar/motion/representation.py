@@ -182,6 +182,7 @@ class MotionBasis:
             head_yaw=float(np.clip(TURN_GAIN * yaw, -lim, lim)),
             head_roll=float(np.clip(roll, -lim, lim)),
             breath=breath,
+            close_rest=1.0,
             expression=self.expression(vector),
         )
 
