@@ -88,6 +88,11 @@ class EngineSession(ABC):
     def process(self, window: AudioWindow) -> list[Frame]:
         """Render frames ``[window.emit_from, window.first_frame + window.num_frames)``."""
 
+    def stage_timings(self) -> dict[str, float]:
+        """Milliseconds per named stage (``avatar.stopwatch.Stopwatch``) spent in the latest ``process``
+        call, e.g. ``{"motion": 0.4, "render": 9.1}``; empty when the engine does not time its stages."""
+        return {}
+
     def interrupt(self) -> None:  # noqa: B027 - optional hook
         """Forget queued speech state so the next frames ease back to idle without a jump."""
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +21,11 @@ sys.path.insert(0, str(ROOT))
 from avatar.emo.engine import EmoEngine  # noqa: E402
 from avatar.emo.testing import speech_like  # noqa: E402
 from avatar.engine import AudioWindow  # noqa: E402
+from avatar.stopwatch import Stopwatch  # noqa: E402
 
 ASTRONAUT = ROOT / "avatar" / "assets" / "astronaut.png"
 COMPONENTS = ("audio", "motion_frames", "prepare", "unet", "decode", "composite")
+"""Stages of ``EmoSession.stage_timings()`` (plus head_motion with face.composite: parametric)."""
 
 
 def window_at(audio: np.ndarray, first: int, frames: int, fps: float, context: int) -> AudioWindow:
@@ -50,11 +51,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     engine = EmoEngine(size=args.size, config=args.config, toy=args.toy, allow_untrained=True, seed=0)
     cfg = engine.config
-    frames, fps = int(cfg.window["frames"]), engine.fps
-    m = int(cfg.window["audio_context"])
-    t0 = time.perf_counter()
+    frames, fps = cfg.window.frames, engine.fps
+    m = cfg.window.audio_context
+    watch = Stopwatch()
     avatar = engine.prepare(ASTRONAUT)
-    prepare_ms = (time.perf_counter() - t0) * 1000
+    prepare_ms = watch.lap("prepare portrait")
     session = engine.new_session(avatar, seed=0)
     audio = speech_like((args.windows + 2) * frames / fps + 1.0)
 
@@ -62,27 +63,27 @@ def main() -> None:
     first_window_ms = None
     for w in range(args.windows + 1):
         window = window_at(audio, w * frames, frames, fps, m)
-        t = time.perf_counter()
+        watch.restart()
         out = session.process(window)
-        ms = (time.perf_counter() - t) * 1000
+        ms = watch.lap("window")
         assert len(out) == frames
         if w == 0:
             first_window_ms = ms
             continue
         per_window.append(ms)
         for k in COMPONENTS:
-            parts[k].append(session.last_timings.get(k, 0.0))
+            parts[k].append(session.stage_timings().get(k, 0.0))
 
     lat = cfg.latent_size
     print(
-        f"config {cfg.name}: face {cfg.face['crop_size']}², latent {lat}×{lat}×{cfg.latent_channels}, "
-        f"unet {cfg.unet['block_out_channels']}, window {frames} frames, {cfg.sampler['steps']} steps "
-        f"({cfg.sampler['scheduler']}), {args.threads} threads, {args.windows} windows"
+        f"config {cfg.name}: face {cfg.face.crop_size}², latent {lat}×{lat}×{cfg.latent_channels}, "
+        f"unet {list(cfg.unet.block_out_channels)}, window {frames} frames, {cfg.sampler.steps} steps "
+        f"({cfg.sampler.scheduler}), {args.threads} threads, {args.windows} windows"
     )
     print(f"portrait prepare (face mesh + reference bank): {prepare_ms:.0f} ms")
     for k in COMPONENTS:
         print(f"  {k:14s} median {statistics.median(parts[k]):7.1f} ms   min {min(parts[k]):7.1f} ms")
-    steps = int(cfg.sampler["steps"])
+    steps = cfg.sampler.steps
     print(f"  unet per step  median {statistics.median(parts['unet']) / steps:7.1f} ms")
     med = statistics.median(per_window)
     print(

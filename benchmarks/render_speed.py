@@ -50,6 +50,7 @@ from avatar.face.renderer import PortraitRenderer  # noqa: E402
 from avatar.motion.rules import MotionGenerator  # noqa: E402
 from avatar.provenance import Payload, Watermarker  # noqa: E402
 from avatar.render import frame_count, render_file, render_frames  # noqa: E402
+from avatar.stopwatch import Stopwatch  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "media"
 
@@ -81,17 +82,19 @@ def command_rtf(args: argparse.Namespace, audio_seconds: float, out_dir: Path) -
 def engine_rtf(engine_name: str, size: int, portrait: str, audio: np.ndarray) -> dict:
     """The engine alone: frames (watermarked) for ``audio`` in process, after portrait preparation."""
     engine = create_engine(engine_name, fps=25, size=size)
-    t0 = time.perf_counter()
-    avatar = engine.prepare(portrait)
-    prepare_s = time.perf_counter() - t0
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    frames = sum(1 for _ in render_frames(engine, avatar, audio, seed=0))
-    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    return {"engine_prepare_ms": round(prepare_s * 1000, 1),
+    wall, cpu = Stopwatch(), Stopwatch(time.process_time)
+    with wall.stage("prepare"):
+        avatar = engine.prepare(portrait)
+    cpu.restart()
+    with wall.stage("render"):
+        frames = sum(1 for _ in render_frames(engine, avatar, audio, seed=0))
+    cpu.lap("render")
+    elapsed, used = wall.totals()["render"] / 1000, cpu.totals()["render"] / 1000
+    return {"engine_prepare_ms": round(wall.totals()["prepare"], 1),
             "engine_ms_per_frame": round(elapsed * 1000 / frames, 2),
             "engine_rtf": round(elapsed / (len(audio) / 16000), 3),
-            "engine_cpu_ms_per_frame": round(cpu * 1000 / frames, 2),
-            "engine_cpu_rtf": round(cpu / (len(audio) / 16000), 3)}
+            "engine_cpu_ms_per_frame": round(used * 1000 / frames, 2),
+            "engine_cpu_rtf": round(used / (len(audio) / 16000), 3)}
 
 
 def main() -> int:
@@ -142,9 +145,9 @@ def stages(args: argparse.Namespace, audio: np.ndarray) -> dict:
     """Per-stage ms per frame of the parametric engine with the rules motion, and render_file's RTF."""
     seconds = len(audio) / 16000
     engine = create_engine("parametric", fps=25, size=args.size, motion="rules")
-    t0 = time.perf_counter()
-    avatar = engine.prepare(args.portrait)
-    prepare_ms = (time.perf_counter() - t0) * 1000
+    watch = Stopwatch()  # ms per stage, for all frames
+    with watch.stage("prepare"):
+        avatar = engine.prepare(args.portrait)
 
     config = WindowConfig(fps=25)
     ring, vad = AudioRing(seconds + 2), VoiceActivity()
@@ -155,20 +158,17 @@ def stages(args: argparse.Namespace, audio: np.ndarray) -> dict:
     windows = list(windower.ready(ring, vad.speech_fraction)) + list(windower.flush(ring, total))
 
     motion = MotionGenerator(fps=25, seed=0)
-    t0 = time.perf_counter()
-    motions = [m for w in windows for m in motion.process(w)][:total]
-    motion_ms = (time.perf_counter() - t0) * 1000 / total
+    with watch.stage("motion"):
+        motions = [m for w in windows for m in motion.process(w)][:total]
 
     renderer = PortraitRenderer(avatar.data)
-    t0 = time.perf_counter()
-    images = [renderer.render(m) for m in motions]
-    render_ms = (time.perf_counter() - t0) * 1000 / total
+    with watch.stage("render"):
+        images = [renderer.render(m) for m in motions]
 
     marker, payload = Watermarker(), Payload.create()
     marker.prepare(payload, args.size, args.size)
-    t0 = time.perf_counter()
-    marked = [marker.embed(img, payload) for img in images]
-    mark_ms = (time.perf_counter() - t0) * 1000 / total
+    with watch.stage("watermark"):
+        marked = [marker.embed(img, payload) for img in images]
 
     with tempfile.TemporaryDirectory() as tmp:
         with av.open(str(Path(tmp) / "v.mp4"), "w") as container:
@@ -176,13 +176,12 @@ def stages(args: argparse.Namespace, audio: np.ndarray) -> dict:
             stream.width = stream.height = args.size
             stream.pix_fmt = "yuv420p"
             stream.options = {"crf": "23", "preset": "veryfast"}
-            t0 = time.perf_counter()
-            for i, img in enumerate(marked):
-                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-                frame.pts = i
-                container.mux(stream.encode(frame))
-            container.mux(stream.encode(None))
-            encode_ms = (time.perf_counter() - t0) * 1000 / total
+            with watch.stage("encode"):
+                for i, img in enumerate(marked):
+                    frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+                    frame.pts = i
+                    container.mux(stream.encode(frame))
+                container.mux(stream.encode(None))
         wav = Path(tmp) / "a.wav"
         import wave
 
@@ -193,10 +192,14 @@ def stages(args: argparse.Namespace, audio: np.ndarray) -> dict:
             w.writeframes((np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes())
         stats = render_file(engine, args.portrait, wav, Path(tmp) / "out.mp4")
 
+    ms = watch.totals()
+    motion_ms, render_ms, mark_ms, encode_ms = (
+        ms[k] / total for k in ("motion", "render", "watermark", "encode")
+    )
     per_frame = motion_ms + render_ms + mark_ms
     return {
         "frames": total,
-        "prepare_ms": round(prepare_ms, 1),
+        "prepare_ms": round(ms["prepare"], 1),
         "motion_ms_per_frame": round(motion_ms, 3),
         "render_ms_per_frame": round(render_ms, 2),
         "watermark_ms_per_frame": round(mark_ms, 3),

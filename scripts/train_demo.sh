@@ -52,9 +52,8 @@ $PY -m avatar distill "${common[@]}" --teacher "$RUN/guided" --out "$RUN/distill
 # float16 copy of the student, the form shipped in avatar/assets/emo_demo/ (with its model card README.md)
 $PY - "$RUN/distill/checkpoint" "$RUN/export" <<'PY'
 import sys
+from avatar.emo.checkpoint import load_checkpoint, save_checkpoint
 from avatar.emo.config import load_emo_config
-from avatar.emo.pipeline import EmoPipeline
-pipe = EmoPipeline.from_pretrained(sys.argv[1], load_emo_config("demo"))
-pipe.save_pretrained(sys.argv[2], half=True)
+save_checkpoint(load_checkpoint(sys.argv[1], load_emo_config("demo")), sys.argv[2], half=True)
 PY
 echo "demo done: $RUN (loss.png and samples*.png per stage; student $RUN/distill/checkpoint, float16 $RUN/export)"

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from avatar.audio.windowing import AudioRing, WindowConfig, Windower
+from avatar.emo.checkpoint import build_pipeline, save_checkpoint
 from avatar.emo.engine import EmoEngine
-from avatar.emo.pipeline import EmoPipeline
 from avatar.emo.testing import micro_config, randomize_zero_layers, speech_like
 from avatar.engines import create_engine
 from avatar.errors import ConfigError, PortraitError
@@ -22,11 +22,11 @@ ASTRONAUT = Path(__file__).resolve().parents[1] / "avatar" / "assets" / "astrona
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     cfg = micro_config()
-    pipe = EmoPipeline.from_config(cfg, seed=0)
+    pipe = build_pipeline(cfg, seed=0)
     randomize_zero_layers(pipe)
     root = tmp_path_factory.mktemp("emo")
-    pipe.save_pretrained(root / "trained", training_steps=10)
-    pipe.save_pretrained(root / "untrained", training_steps=0)
+    save_checkpoint(pipe, root / "trained", training_steps=10)
+    save_checkpoint(pipe, root / "untrained", training_steps=0)
     return cfg, root
 
 
@@ -45,8 +45,7 @@ def test_refuses_to_start_without_trained_weights(checkpoint):
         EmoEngine(size=128, config=cfg, checkpoint=root / "untrained")
     with pytest.raises(ConfigError, match="not found"):
         EmoEngine(size=128, config=cfg, checkpoint=root / "missing")
-    other = micro_config()
-    other.audio_projection.update(token_dim=8)
+    other = micro_config().with_overrides(audio_projection={"token_dim": 8})
     with pytest.raises(ConfigError, match="does not fit"):
         EmoEngine(size=128, config=other, checkpoint=root / "trained")
     assert EmoEngine(size=128, config=cfg, checkpoint=root / "untrained", allow_untrained=True)
@@ -93,7 +92,7 @@ def test_same_seed_same_frames_and_preferred_window(checkpoint, engine_and_avata
         runs.append([f.image for w in _windows(speech_like(0.48), config) for f in session.process(w)])
     assert all(np.array_equal(a, b) for a, b in zip(*runs, strict=True))
     pw = engine.preferred_window
-    assert pw["frames_per_window"] == cfg.window["frames"] and pw["right_context_ms"] == pytest.approx(80.0)
+    assert pw["frames_per_window"] == cfg.window.frames and pw["right_context_ms"] == pytest.approx(80.0)
 
 
 def test_crossfade_session_emits_each_frame_once(checkpoint):
@@ -139,7 +138,7 @@ def test_sampler_override_and_bad_sampler(checkpoint):
         size=128, config=micro_config(), checkpoint=root / "trained", scheduler="ddim", steps=3
     )
     assert type(engine.pipeline.scheduler).__name__ == "DDIMScheduler"
-    assert engine.config.sampler["steps"] == 3
+    assert engine.config.sampler.steps == 3
     bad_options = [
         ("sampler.scheduler", {"scheduler": "euler"}),
         ("sampler.steps", {"steps": 0}),
@@ -147,7 +146,7 @@ def test_sampler_override_and_bad_sampler(checkpoint):
         ("sampler.audio_guidance", {"audio_guidance": 0.5}),
     ]
     config = micro_config()
-    before = dict(config.sampler)
+    before = config.sampler
     for key, bad in bad_options:
         with pytest.raises(ConfigError, match=key):
             EmoEngine(size=128, config=config, checkpoint=root / "trained", **bad)
@@ -157,9 +156,9 @@ def test_sampler_override_and_bad_sampler(checkpoint):
 def test_mouth_region_with_parametric_head_motion():
     """face.composite=parametric: the generated region is pasted in, then the parametric engine moves the
     head and blinks, so pixels outside the generated region change over time too."""
-    cfg = micro_config()
-    cfg.face.update(crop_scale=0.56, crop_shift=0.28, composite="parametric")
-    pipe = EmoPipeline.from_config(cfg, seed=0)
+    face = {"crop_scale": 0.56, "crop_shift": 0.28, "composite": "parametric"}
+    cfg = micro_config().with_overrides(face=face)
+    pipe = build_pipeline(cfg, seed=0)
     randomize_zero_layers(pipe)
     pipe.training_steps = 1
     engine = EmoEngine(size=128, config=cfg, pipeline=pipe, seed=0)

@@ -8,7 +8,8 @@ import torch
 
 from avatar.emo.audio_encoder import AudioProjection, MelAudioEncoder, Wav2Vec2AudioEncoder
 from avatar.emo.backbone import EmoBackbone
-from avatar.emo.pipeline import EmoPipeline, ReferenceState, make_scheduler
+from avatar.emo.checkpoint import build_pipeline, load_checkpoint, save_checkpoint
+from avatar.emo.pipeline import EmoPipeline, ReferenceState
 from avatar.emo.reference_net import ReferenceNet
 from avatar.emo.speed_encoder import SpeedEncoder
 from avatar.emo.testing import drawn_face, make_pipeline, micro_config, randomize_zero_layers, speech_like
@@ -34,7 +35,7 @@ def _tokens(pipe, audio, first=0, frames=6):
 
 def test_shapes_through_every_block(pipe, reference):
     cfg = pipe.config
-    chans = cfg.unet["block_out_channels"]
+    chans = cfg.unet.block_out_channels
     lat = cfg.latent_size
     assert reference.latent.shape == (1, cfg.latent_channels, lat, lat)
     assert reference.face_features.shape == reference.latent.shape
@@ -56,8 +57,8 @@ def test_shapes_through_every_block(pipe, reference):
 
     audio = speech_like(1.0)
     tokens = _tokens(pipe, audio)
-    m = cfg.window["audio_context"]
-    assert tokens.shape == (6, 2 * m + 1, cfg.audio_projection["token_dim"])
+    m = cfg.window.audio_context
+    assert tokens.shape == (6, 2 * m + 1, cfg.audio_projection.token_dim)
     trace = []
     speed = pipe.speed_tokens(torch.ones(6 + 2 * m))
     out = pipe.backbone(
@@ -77,7 +78,7 @@ def test_shapes_through_every_block(pipe, reference):
         (6, chans[-1], lat // 4, lat // 4)
     ] + [(6, c, int(hw**0.5), int(hw**0.5)) for _, hw, c in expected_bank[len(chans) + 1 :]]
     decoded = pipe.codec.decode(reference.latent)
-    assert decoded.shape == (1, 3, cfg.face["crop_size"], cfg.face["crop_size"])
+    assert decoded.shape == (1, 3, cfg.face.crop_size, cfg.face.crop_size)
 
 
 def test_component_save_load_bit_exact(tmp_path, pipe):
@@ -102,16 +103,15 @@ def _same_window(*pipes: EmoPipeline) -> list[np.ndarray]:
 
 
 def test_pipeline_round_trip_gives_identical_frames(tmp_path, pipe, reference):
-    pipe.save_pretrained(tmp_path / "ckpt", training_steps=5)
-    loaded = EmoPipeline.from_pretrained(tmp_path / "ckpt", pipe.config)
+    save_checkpoint(pipe, tmp_path / "ckpt", training_steps=5)
+    loaded = load_checkpoint(tmp_path / "ckpt", pipe.config)
     assert loaded.training_steps == 5
     assert np.array_equal(*_same_window(pipe, loaded))
 
 
 def test_reference_concat_feeds_the_reference_latent_to_every_frame():
-    cfg = micro_config()
-    cfg.unet.update(reference_concat=True)
-    pipe = EmoPipeline.from_config(cfg, seed=0)
+    cfg = micro_config().with_overrides(unet={"reference_concat": True})
+    pipe = build_pipeline(cfg, seed=0)
     randomize_zero_layers(pipe)
     assert pipe.backbone.conv_in.in_channels == 2 * cfg.latent_channels
     img, mask = drawn_face(64)
@@ -126,14 +126,14 @@ def test_reference_concat_feeds_the_reference_latent_to_every_frame():
 
 
 def test_half_precision_checkpoint_is_smaller_and_close(tmp_path, pipe, reference):
-    pipe.save_pretrained(tmp_path / "full", training_steps=5)
-    pipe.save_pretrained(tmp_path / "half", training_steps=5, half=True)
+    save_checkpoint(pipe, tmp_path / "full", training_steps=5)
+    save_checkpoint(pipe, tmp_path / "half", training_steps=5, half=True)
 
     def size(root):
         return sum(f.stat().st_size for f in root.rglob("*.safetensors"))
 
     assert size(tmp_path / "half") < 0.6 * size(tmp_path / "full")
-    loaded = EmoPipeline.from_pretrained(tmp_path / "half", pipe.config)
+    loaded = load_checkpoint(tmp_path / "half", pipe.config)
     assert next(loaded.backbone.parameters()).dtype == torch.float32
     assert next(pipe.backbone.parameters()).dtype == torch.float32  # saving left the live model alone
     a, b = _same_window(pipe, loaded)
@@ -142,11 +142,10 @@ def test_half_precision_checkpoint_is_smaller_and_close(tmp_path, pipe, referenc
 
 
 def test_checkpoint_that_does_not_fit_is_a_config_error(tmp_path, pipe):
-    pipe.save_pretrained(tmp_path / "ckpt", training_steps=1)
-    other = micro_config()
-    other.unet.update(block_out_channels=[16, 32, 64])
+    save_checkpoint(pipe, tmp_path / "ckpt", training_steps=1)
+    other = micro_config().with_overrides(unet={"block_out_channels": [16, 32, 64]})
     with pytest.raises(ConfigError, match="unet.block_out_channels"):
-        EmoPipeline.from_pretrained(tmp_path / "ckpt", other)
+        load_checkpoint(tmp_path / "ckpt", other)
     # same config text but a tensor with the wrong shape
     from safetensors.torch import load_file, save_file
 
@@ -155,13 +154,13 @@ def test_checkpoint_that_does_not_fit_is_a_config_error(tmp_path, pipe):
     state["position"] = torch.zeros(3, 3)
     save_file(state, str(path))
     with pytest.raises(ConfigError, match="does not fit"):
-        EmoPipeline.from_pretrained(tmp_path / "ckpt", pipe.config)
+        load_checkpoint(tmp_path / "ckpt", pipe.config)
     with pytest.raises(ConfigError, match="not an EMO checkpoint"):
-        EmoPipeline.from_pretrained(tmp_path, pipe.config)
+        load_checkpoint(tmp_path, pipe.config)
 
 
 def test_audio_tokens_only_see_frames_within_context(pipe):
-    m = pipe.config.window["audio_context"]
+    m = pipe.config.window.audio_context
     audio = speech_like(1.0)
     base = _tokens(pipe, audio, 0, 12)
     f = 6
@@ -180,7 +179,7 @@ def test_frame_output_ignores_audio_outside_its_context_without_temporal_mixing(
     pipe = make_pipeline(seed=2, trained_like=False)  # fresh temporal modules are the identity
     img, mask = drawn_face(64)
     ref = pipe.encode_reference(img, mask)
-    m = pipe.config.window["audio_context"]
+    m = pipe.config.window.audio_context
     audio = speech_like(1.0)
     changed = audio.copy()
     changed[(2 + m + 1) * 640 :] *= -3.0
@@ -210,11 +209,10 @@ def test_audio_guidance_extrapolates_from_the_silent_prediction(pipe, reference)
     """One LCM step returns x̂0, linear in the Backbone output, so with guidance w the window's latents
     are silent + w·(voiced − silent): w = 3 lies twice as far beyond w = 1 as w = 1 lies beyond silence."""
     tokens = _tokens(pipe, speech_like(1.0))
-    sampler = dict(pipe.config.sampler)
+    sampler = pipe.config.sampler
 
     def window(audio_tokens, guidance):
-        pipe.config.sampler = {**sampler, "scheduler": "lcm", "audio_guidance": guidance}
-        pipe.scheduler = make_scheduler(pipe.config.sampler)
+        pipe.configure_sampler(scheduler="lcm", audio_guidance=guidance)
         try:
             return pipe(
                 reference,
@@ -226,8 +224,7 @@ def test_audio_guidance_extrapolates_from_the_silent_prediction(pipe, reference)
                 output_type="latent",
             ).latents
         finally:
-            pipe.config.sampler = sampler
-            pipe.scheduler = make_scheduler(sampler)
+            pipe.configure_sampler(scheduler=sampler.scheduler, audio_guidance=sampler.audio_guidance)
 
     silent, voiced, guided = window(torch.zeros_like(tokens), 1.0), window(tokens, 1.0), window(tokens, 3.0)
     assert (voiced - silent).abs().max() > 1e-3
@@ -315,9 +312,10 @@ def test_wav2vec2_encoder_loads_from_a_tiny_local_folder(tmp_path):
     assert feats.shape == (10, 2, 16) and torch.isfinite(feats).all()
     proj = AudioProjection(feature_layers=2, feature_dim=16, context=2, token_dim=8)
     assert proj(feats).shape == (6, 5, 8)
-    conf = micro_config()
-    conf.audio_encoder.update(kind="wav2vec2", path=str(tmp_path / "w2v"), layers=[1, 2])
-    pipe = EmoPipeline.from_config(conf)
+    conf = micro_config().with_overrides(
+        audio_encoder={"kind": "wav2vec2", "path": str(tmp_path / "w2v"), "layers": [1, 2]}
+    )
+    pipe = build_pipeline(conf)
     assert pipe.audio_tokens(speech_like(1.0), 0, 0, 6, 25.0).shape == (6, 5, 16)
     with pytest.raises(ConfigError, match="no Wav2Vec2 model"):
         Wav2Vec2AudioEncoder(tmp_path / "missing")

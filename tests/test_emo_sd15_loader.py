@@ -7,8 +7,8 @@ import torch
 from diffusers import MotionAdapter, UNet2DConditionModel
 from safetensors.torch import save_file
 
+from avatar.emo.checkpoint import build_pipeline
 from avatar.emo.config import load_emo_config
-from avatar.emo.pipeline import EmoPipeline
 from avatar.emo.sd15_loader import convert_animatediff_keys, init_from_sd15, read_state_dict
 from avatar.errors import ConfigError
 
@@ -18,7 +18,7 @@ torch.set_num_threads(1)  # tiny models: one thread is fastest on the shared 2-c
 @pytest.fixture(scope="module")
 def toy():
     cfg = load_emo_config("base512", toy=True)
-    return cfg, EmoPipeline.from_config(cfg, seed=0)
+    return cfg, build_pipeline(cfg, seed=0)
 
 
 def _tiny_sd15_unet(cfg) -> UNet2DConditionModel:
@@ -28,13 +28,13 @@ def _tiny_sd15_unet(cfg) -> UNet2DConditionModel:
         sample_size=8,
         in_channels=4,
         out_channels=4,
-        block_out_channels=tuple(u["block_out_channels"]),
-        layers_per_block=u["layers_per_block"],
-        norm_num_groups=u["norm_num_groups"],
+        block_out_channels=tuple(u.block_out_channels),
+        layers_per_block=u.layers_per_block,
+        norm_num_groups=u.norm_num_groups,
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=cfg.audio_projection["token_dim"],
-        attention_head_dim=u["num_attention_heads"],
+        cross_attention_dim=cfg.audio_projection.token_dim,
+        attention_head_dim=u.num_attention_heads,
     )
 
 
@@ -84,11 +84,11 @@ def test_animatediff_layouts_map_into_motion_modules(tmp_path, toy):
     u = cfg.unet
     torch.manual_seed(2)
     adapter = MotionAdapter(
-        block_out_channels=tuple(u["block_out_channels"]),
-        motion_layers_per_block=u["layers_per_block"],
-        motion_num_attention_heads=u["temporal_heads"],
-        motion_norm_num_groups=u["norm_num_groups"],
-        motion_max_seq_length=u["max_frames"],
+        block_out_channels=tuple(u.block_out_channels),
+        motion_layers_per_block=u.layers_per_block,
+        motion_num_attention_heads=u.temporal_heads,
+        motion_norm_num_groups=u.norm_num_groups,
+        motion_max_seq_length=u.max_frames,
         use_motion_mid_block=True,
     )
     state = adapter.state_dict()

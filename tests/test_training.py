@@ -172,8 +172,8 @@ def test_distillation_with_audio_guidance(settings, clip_data, tmp_path):
         examples = fetch_batch(distiller.data, 2, 2, np.random.default_rng(0), teacher.config.window)
         losses[w] = float(distiller.loss(examples))
     assert np.isfinite(losses[3.0]) and losses[3.0] != losses[1.0]
-    assert distiller.student_pipeline().config.sampler["audio_guidance"] == 1.0
-    assert distiller.teacher.config.sampler["audio_guidance"] == 3.0  # its sample-grid row is guided
+    assert distiller.student_pipeline().config.sampler.audio_guidance == 1.0
+    assert distiller.teacher.config.sampler.audio_guidance == 3.0  # its sample-grid row is guided
     distiller.save()
     assert json.loads((tmp_path / "d3.0" / "distill.json").read_text())["teacher_audio_guidance"] == 3.0
 

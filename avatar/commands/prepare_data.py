@@ -36,8 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.videos and not args.synthetic:
         raise ConfigError("prepare-data needs --videos DIR and/or --synthetic --portraits DIR")
     cfg = load_emo_config(args.config)
-    crop, scale = int(cfg.face["crop_size"]), float(cfg.face["crop_scale"])
-    shift = float(cfg.face.get("crop_shift", 0.0))
+    crop, scale, shift = cfg.face.crop_size, cfg.face.crop_scale, cfg.face.crop_shift
     manifest = None
     if args.synthetic:
         if not args.portraits:

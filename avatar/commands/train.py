@@ -66,5 +66,6 @@ def run(args: argparse.Namespace) -> int:
         settings, args.stage, args.data, args.out, init=args.init, resume=args.resume, device=args.device
     )
     summary = trainer.run(args.steps, progress=not args.quiet)
-    print(json.dumps(summary), file=sys.stderr)
+    if trainer.rank == 0:  # under torchrun every rank holds the same summary
+        print(json.dumps(summary), file=sys.stderr)
     return 0

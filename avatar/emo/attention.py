@@ -6,6 +6,8 @@ Key names follow diffusers so that Stable Diffusion 1.5 (``Transformer2DModel``)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention import FeedForward
@@ -20,12 +22,22 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.view(b, n, heads, c // heads).transpose(1, 2)
 
 
+@dataclass(frozen=True)
+class ReferenceKeyValues:
+    """A reference-bank entry already projected by its layer's ``to_k`` / ``to_v``: (batch, ref_tokens,
+    dim) each. Projected once per avatar (``EmoPipeline.project_reference``), it spares every denoising
+    step those two matmuls over the reference tokens."""
+
+    key: torch.Tensor
+    value: torch.Tensor
+
+
 class ReferenceAttnProcessor:
     """Self-attention whose keys/values also include ReferenceNet tokens of the same layer.
 
     ``hidden_states``: (batch·frames, tokens, dim); ``reference_tokens``: (batch, ref_tokens, dim) or None,
-    shared by the ``frames`` rows of each batch item (batch-major order). Without reference tokens this is
-    plain self-attention (the ReferenceNet itself).
+    shared by the ``frames`` rows of each batch item (batch-major order), or those tokens' keys and values
+    (``ReferenceKeyValues``). Without reference tokens this is plain self-attention (the ReferenceNet).
     """
 
     def __call__(
@@ -34,15 +46,18 @@ class ReferenceAttnProcessor:
         hidden_states: torch.Tensor,
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        reference_tokens: torch.Tensor | None = None,
+        reference_tokens: torch.Tensor | ReferenceKeyValues | None = None,
     ) -> torch.Tensor:
         q = attn.to_q(hidden_states)
         k = attn.to_k(hidden_states)
         v = attn.to_v(hidden_states)
         if reference_tokens is not None:
-            repeat = hidden_states.shape[0] // reference_tokens.shape[0]
-            rk = attn.to_k(reference_tokens).repeat_interleave(repeat, dim=0)
-            rv = attn.to_v(reference_tokens).repeat_interleave(repeat, dim=0)
+            if isinstance(reference_tokens, ReferenceKeyValues):
+                rk, rv = reference_tokens.key.to(k.dtype), reference_tokens.value.to(v.dtype)
+            else:
+                rk, rv = attn.to_k(reference_tokens), attn.to_v(reference_tokens)
+            repeat = hidden_states.shape[0] // rk.shape[0]
+            rk, rv = rk.repeat_interleave(repeat, dim=0), rv.repeat_interleave(repeat, dim=0)
             k, v = torch.cat([k, rk], dim=1), torch.cat([v, rv], dim=1)
         out = F.scaled_dot_product_attention(
             _heads(q, attn.heads), _heads(k, attn.heads), _heads(v, attn.heads)
@@ -67,7 +82,7 @@ class ReferenceTransformerBlock(nn.Module):
         self.ff = FeedForward(dim, activation_fn="geglu")
 
     def forward(
-        self, x: torch.Tensor, reference: torch.Tensor | None, audio: torch.Tensor | None
+        self, x: torch.Tensor, reference: torch.Tensor | ReferenceKeyValues | None, audio: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (tokens, the normalised tokens entering self-attention: the reference-bank entry)."""
         normed = self.norm1(x)
@@ -89,9 +104,13 @@ class SpatialTransformer(nn.Module):
         self.proj_out = nn.Linear(channels, channels)
 
     def forward(
-        self, x: torch.Tensor, reference: torch.Tensor | None = None, audio: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        reference: torch.Tensor | ReferenceKeyValues | None = None,
+        audio: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: (n, c, h, w); reference: (batch, h·w, c) with n = batch·frames; audio: (n, tokens, audio_dim).
+        """x: (n, c, h, w); reference: (batch, h·w, c) with n = batch·frames (or its ReferenceKeyValues);
+        audio: (n, tokens, audio_dim).
         Returns (output (n, c, h, w), bank entry (n, h·w, c))."""
         n, c, h, w = x.shape
         t = self.proj_in(self.norm(x).permute(0, 2, 3, 1).reshape(n, h * w, c))

@@ -102,8 +102,8 @@ class MelAudioEncoder(ModelMixin, ConfigMixin):
     def encode(
         self, samples: torch.Tensor, start_sample: int, first_frame: int, num_frames: int, fps: float
     ) -> torch.Tensor:
-        seg = frame_segments(samples.float(), start_sample, first_frame, num_frames, fps)
-        return self(self.log_mel(seg).to(self.dtype))
+        seg = frame_segments(samples.float().cpu(), start_sample, first_frame, num_frames, fps)
+        return self(self.log_mel(seg).to(self.device, self.dtype))  # the STFT runs on the CPU
 
 
 class Wav2Vec2AudioEncoder(nn.Module):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +16,10 @@ import numpy as np
 import torch
 
 from avatar.emo.audio_encoder import frame_segments
-from avatar.emo.config import EmoConfig, load_emo_config
+from avatar.emo.checkpoint import build_pipeline, load_checkpoint
+from avatar.emo.config import Composite, EmoConfig, FirstMotion, SpeedMode, load_emo_config
 from avatar.emo.face_region import FaceRegion, composite, crop_face, face_region, locate_face
-from avatar.emo.pipeline import EmoPipeline, ReferenceState, make_scheduler
+from avatar.emo.pipeline import EmoPipeline, ReferenceState
 from avatar.engine import AudioWindow, Engine, EngineSession, Frame, PreparedAvatar
 from avatar.errors import ConfigError
 from avatar.face.framing import Framing, parse_framing
@@ -28,6 +28,7 @@ from avatar.face.portrait import PortraitRig
 from avatar.face.renderer import PortraitRenderer
 from avatar.motion import MotionStream, create_motion, motion_source
 from avatar.motion.canonical import BROW_POINTS
+from avatar.stopwatch import Stopwatch
 
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "emo_demo"
 """The shipped demonstrator (config ``demo``; model card in its README.md)."""
@@ -49,7 +50,7 @@ class EmoAvatarData:
 
 class EmoEngine(Engine):
     """EMO engine. ``config``: name in configs/emo or a yaml path; ``checkpoint``: folder saved by
-    ``EmoPipeline.save_pretrained`` (default for the ``demo`` config: the shipped demo checkpoint).
+    ``avatar.emo.checkpoint.save_checkpoint`` (default for the ``demo`` config: the shipped demo checkpoint).
     ``scheduler`` (lcm | tcd | ddim) and ``steps`` override the config's sampler (e.g. the teacher: ddim,
     25), ``audio_guidance`` its audio classifier-free guidance (teachers trained with audio drop).
     Refuses to start without trained weights unless ``allow_untrained``."""
@@ -92,12 +93,12 @@ class EmoEngine(Engine):
                 raise ConfigError(
                     "the EMO engine has no trained checkpoint: " + UNTRAINED_HINT.format(cfg=cfg.name)
                 )
-            self.pipeline = EmoPipeline.from_config(cfg, seed=self.seed)
+            self.pipeline = build_pipeline(cfg, seed=self.seed)
         else:
             path = Path(checkpoint)
             if not path.exists():
                 raise ConfigError(f"EMO checkpoint not found: {path}")
-            self.pipeline = EmoPipeline.from_pretrained(path, cfg)
+            self.pipeline = load_checkpoint(path, cfg)
         if self.pipeline.training_steps <= 0 and not allow_untrained:
             raise ConfigError(
                 f"EMO checkpoint {checkpoint} is untrained (0 training steps): "
@@ -105,25 +106,21 @@ class EmoEngine(Engine):
             )
         overrides = {"scheduler": scheduler, "steps": steps, "audio_guidance": audio_guidance}
         overrides = {k: v for k, v in overrides.items() if v is not None}
-        if overrides:  # checked on a copy: a refused override leaves the caller's config as it was
-            sampler = {**self.pipeline.config.sampler, **overrides}
-            changed = dataclasses.replace(self.pipeline.config, sampler=sampler)
-            changed.validate()
-            self.pipeline.config = changed
-            self.pipeline.scheduler = make_scheduler(sampler)
+        if overrides:  # configs are frozen: a refused override leaves the caller's config as it was
+            self.pipeline.configure_sampler(**overrides)
         self.config = self.pipeline.config
-        if self.config.face["crop_size"] > size:
+        if self.config.face.crop_size > size:
             raise ConfigError(
-                f"output size {size} is smaller than the EMO face region {self.config.face['crop_size']}"
+                f"output size {size} is smaller than the EMO face region {self.config.face.crop_size}"
             )
 
     @property
     def preferred_window(self) -> dict[str, float]:
         """Window geometry EMO is trained for (``avatar.audio.windowing.WindowConfig`` fields)."""
-        m = int(self.config.window["audio_context"])
+        m = self.config.window.audio_context
         return {
-            "frames_per_window": int(self.config.window["frames"]),
-            "hop": int(self.config.window["frames"]),
+            "frames_per_window": self.config.window.frames,
+            "hop": self.config.window.frames,
             "left_context_ms": 1000.0 * m / self.fps,
             "right_context_ms": 1000.0 * m / self.fps,
         }
@@ -133,18 +130,11 @@ class EmoEngine(Engine):
         rig = locate_face(portrait, self.size, self.framing if framing is None else parse_framing(framing))
         image, box = rig.image, tuple(int(v) for v in rig.face_box)
         face = self.config.face
-        region = face_region(
-            self.size,
-            box,
-            int(face["crop_size"]),
-            float(face["crop_scale"]),
-            float(face["feather"]),
-            float(face.get("crop_shift", 0.0)),
-        )
+        region = face_region(self.size, box, face.crop_size, face.crop_scale, face.feather, face.crop_shift)
         reference = self.pipeline.encode_reference(crop_face(image, region), region.face_mask)
         if avatar_id is None:
             avatar_id = Path(portrait).stem if isinstance(portrait, str | Path) else "portrait"
-        animated = face.get("composite", "still") == "parametric"
+        animated = face.composite == Composite.PARAMETRIC
         data = EmoAvatarData(region, reference, rig if animated else None)
         return PreparedAvatar(avatar_id, image, data, list(rig.warnings))
 
@@ -174,11 +164,13 @@ class EmoSession(EngineSession):
         self.data: EmoAvatarData = avatar.data
         self.seed = int(seed)
         cfg = self.pipe.config.window
-        self.n_motion = int(cfg["motion_frames"])
-        self.crossfade = int(cfg["crossfade_frames"])
-        self.max_chunk = int(self.pipe.config.unet["max_frames"]) - self.n_motion - self.crossfade
+        self.n_motion = cfg.motion_frames
+        self.crossfade = cfg.crossfade_frames
+        self.max_chunk = self.pipe.config.unet.max_frames - self.n_motion - self.crossfade
         self.history: dict[int, torch.Tensor] = {}
-        self.last_timings: dict[str, float] = {}
+        self.stopwatch = Stopwatch()
+        """Stages of the latest ``process`` call: head_motion, audio, motion_frames, prepare, unet (one
+        interval per step), decode, composite."""
         self.motion: MotionStream | None = None
         self.renderer: PortraitRenderer | None = None
         self.head: dict[int, FaceMotion] = {}
@@ -190,11 +182,12 @@ class EmoSession(EngineSession):
         torch.set_flush_denormal(True)  # per thread: servers call this from their worker threads
         end = window.first_frame + window.num_frames
         frames: list[Frame] = []
-        self.last_timings = {}
+        self.stopwatch.reset()
         if self.motion is not None:
             # head, eyes, brows and breathing from the parametric engine; the mouth is generated
             for i, m in enumerate(self.motion.process(window)):
                 self.head[window.emit_from + i] = _without_mouth(m)
+            self.stopwatch.lap("head_motion")
         start = window.emit_from
         while start < end:
             stop = min(end, start + max(1, self.max_chunk))
@@ -202,34 +195,37 @@ class EmoSession(EngineSession):
             start = stop
         return frames
 
+    def stage_timings(self) -> dict[str, float]:
+        return self.stopwatch.totals()
+
     def _motion_latents(self, start: int) -> torch.Tensor | None:
         if self.n_motion == 0:
             return None
         past = [self.history.get(i) for i in range(start - self.n_motion, start)]
-        if all(p is None for p in past) and self.pipe.config.window["first_motion"] == "zeros":
+        if all(p is None for p in past) and self.pipe.config.window.first_motion == FirstMotion.ZEROS:
             return torch.zeros(self.n_motion, *self.data.reference.latent.shape[1:])
         ref = self.data.reference.latent[0]
         return torch.stack([ref if p is None else p for p in past])
 
     def _velocity(self, window: AudioWindow, first: int, count: int) -> torch.Tensor | None:
         speed = self.pipe.config.speed
-        if speed["mode"] == "constant":
+        if speed.mode == SpeedMode.CONSTANT:
             return None
         seg = frame_segments(torch.from_numpy(window.samples), window.start_sample, first, count, window.fps)
         rms = seg.square().mean(dim=1).sqrt()
-        return float(speed["velocity"]) + float(speed["audio_gain"]) * rms.clamp(0, 1)
+        return speed.velocity + speed.audio_gain * rms.clamp(0, 1)
 
     def _render(self, window: AudioWindow, start: int, stop: int) -> list[Frame]:
-        timings = self.last_timings
-        t0 = time.perf_counter()
+        watch = self.stopwatch
+        watch.restart()
         k = sum(1 for i in range(start - self.crossfade, start) if i in self.history) if self.crossfade else 0
         first = start - k
         indices = list(range(first, stop))
-        m = int(self.pipe.config.window["audio_context"])
+        m = self.pipe.config.window.audio_context
         tokens = self.pipe.audio_tokens(window.samples, window.start_sample, first, len(indices), window.fps)
         velocity = self._velocity(window, first - m, len(indices) + 2 * m)
         pinned = torch.stack([self.history[i] for i in range(first, start)]) if k else None
-        timings["audio"] = timings.get("audio", 0.0) + (time.perf_counter() - t0) * 1000.0
+        watch.lap("audio")
         out = self.pipe(
             self.data.reference,
             tokens,
@@ -238,9 +234,9 @@ class EmoSession(EngineSession):
             velocity,
             seed=self.seed,
             pinned_latents=pinned,
-            timings=timings,
+            stopwatch=watch,
         )
-        t1 = time.perf_counter()
+        watch.restart()
         result = []
         for j, index in enumerate(indices):
             self.history[index] = out.latents[j]
@@ -256,7 +252,7 @@ class EmoSession(EngineSession):
         keep = max(self.n_motion, self.crossfade)
         for old in [i for i in self.history if i < stop - keep]:
             del self.history[old]
-        timings["composite"] = timings.get("composite", 0.0) + (time.perf_counter() - t1) * 1000.0
+        watch.lap("composite")
         return result
 
     def interrupt(self) -> None:

@@ -5,24 +5,25 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from avatar.emo.checkpoint import build_pipeline
 from avatar.emo.config import EmoConfig, load_emo_config
 from avatar.emo.pipeline import EmoPipeline
 
 
 def micro_config(**window) -> EmoConfig:
-    """tiny.yaml shrunk: 64² face region, 8×8×4 latent, UNet (16, 32, 32)."""
-    cfg = load_emo_config("tiny")
-    cfg.face.update(crop_size=64)
-    cfg.autoencoder.update(latent_channels=4, encoder_channels=[8, 8, 8], decoder_channels=[16, 8, 8])
-    cfg.audio_encoder.update(n_mels=16, hidden=16, num_layers=3)
-    cfg.audio_projection.update(token_dim=16)
-    cfg.unet.update(block_out_channels=[16, 32, 32], norm_num_groups=8, attention_head_dim=8)
-    cfg.unet.update(temporal_heads=2)
-    cfg.speed_encoder.update(dim=8)
-    cfg.face_locator.update(channels=[4, 8])
-    cfg.window.update(frames=6, motion_frames=2, **window)
-    cfg.validate()
-    return cfg
+    """tiny.yaml shrunk: 64² face region, 8×8×4 latent, UNet (16, 32, 32); ``window`` overrides keys of
+    the window section."""
+    return load_emo_config("tiny").with_overrides(
+        face={"crop_size": 64},
+        autoencoder={"latent_channels": 4, "encoder_channels": [8, 8, 8], "decoder_channels": [16, 8, 8]},
+        audio_encoder={"n_mels": 16, "hidden": 16, "num_layers": 3},
+        audio_projection={"token_dim": 16},
+        unet={"block_out_channels": [16, 32, 32], "norm_num_groups": 8, "attention_head_dim": 8,
+              "temporal_heads": 2},
+        speed_encoder={"dim": 8},
+        face_locator={"channels": [4, 8]},
+        window={"frames": 6, "motion_frames": 2, **window},
+    )
 
 
 def randomize_zero_layers(pipe: EmoPipeline, seed: int = 0, std: float = 0.05) -> None:
@@ -36,7 +37,7 @@ def randomize_zero_layers(pipe: EmoPipeline, seed: int = 0, std: float = 0.05) -
 
 
 def make_pipeline(seed: int = 0, trained_like: bool = False, **window) -> EmoPipeline:
-    pipe = EmoPipeline.from_config(micro_config(**window), seed=seed)
+    pipe = build_pipeline(micro_config(**window), seed=seed)
     if trained_like:
         randomize_zero_layers(pipe, seed)
     return pipe

@@ -21,6 +21,7 @@ from avatar.face.framing import Framing, parse_framing
 from avatar.face.portrait import PortraitRig, prepare_portrait
 from avatar.face.renderer import PortraitRenderer
 from avatar.motion import MotionSource, create_motion, motion_source
+from avatar.stopwatch import Stopwatch
 
 
 def _portrait_key(portrait: str | Path | np.ndarray, size: int, framing: Framing = Framing.FULL) -> str:
@@ -50,14 +51,25 @@ class ParametricSession(EngineSession):
                  motion_model: str | None) -> None:
         self._motion = create_motion(motion, fps, seed, motion_model)
         self._renderer = PortraitRenderer(rig)
+        self._stopwatch = Stopwatch()
 
     def process(self, window: AudioWindow) -> list[Frame]:
+        """Stages timed: ``motion`` (audio features → FaceMotion), ``render`` (mesh warp + mouth, one
+        interval per frame)."""
+        watch = self._stopwatch
+        watch.reset()
         motions = self._motion.process(window)
+        watch.lap("motion")
         speaking = window.speech > 0.0
-        return [
-            Frame(index=window.emit_from + i, image=self._renderer.render(m), speaking=speaking)
-            for i, m in enumerate(motions)
-        ]
+        frames = []
+        for i, m in enumerate(motions):
+            image = self._renderer.render(m)
+            frames.append(Frame(index=window.emit_from + i, image=image, speaking=speaking))
+            watch.lap("render")
+        return frames
+
+    def stage_timings(self) -> dict[str, float]:
+        return self._stopwatch.totals()
 
     def interrupt(self) -> None:
         self._motion.interrupt()

@@ -13,7 +13,6 @@ The student is sampled with ``LCMScheduler``.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -21,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avatar.emo.checkpoint import save_checkpoint
+from avatar.emo.config import PredictionType, SchedulerKind
 from avatar.emo.pipeline import EmoPipeline, make_scheduler
 from avatar.errors import ConfigError
 from avatar.training.dataset import ClipDataset
@@ -53,10 +54,10 @@ class Distiller:
         if self.device.type == "cpu":
             torch.set_flush_denormal(True)  # denormal floats are slow on CPUs (this thread only)
         cfg = settings.model
-        self.data = data if isinstance(data, ClipDataset) else ClipDataset(data, int(cfg.face["crop_size"]))
+        self.data = data if isinstance(data, ClipDataset) else ClipDataset(data, cfg.face.crop_size)
         self.teacher = teacher if isinstance(teacher, EmoPipeline) else load_pipeline(settings, teacher)
-        guided = {**self.teacher.config.sampler, "audio_guidance": float(self.options["audio_guidance"])}
-        self.teacher.config = dataclasses.replace(self.teacher.config, sampler=guided)  # its sample rows too
+        guided = {"audio_guidance": float(self.options["audio_guidance"])}
+        self.teacher.config = self.teacher.config.with_overrides(sampler=guided)  # its sample rows too
         for module in self.teacher.trainable_modules().values():
             module.to(self.device).eval().requires_grad_(False)
         self.step = 0
@@ -69,8 +70,8 @@ class Distiller:
         self.student = copy.deepcopy(start).to(self.device).train().requires_grad_(True)
         self.target = copy.deepcopy(start).to(self.device).eval()
         self.scheduler = training_scheduler(cfg.sampler)
-        self.lcm = make_scheduler({**cfg.sampler, "scheduler": "lcm"})
-        total = int(cfg.sampler["num_train_timesteps"])
+        self.lcm = make_scheduler(cfg.sampler, SchedulerKind.LCM)
+        total = cfg.sampler.num_train_timesteps
         self.k = total // int(self.options["teacher_steps"])
         self.grid = torch.arange(self.k - 1 + self.k, total, self.k)
         self.lcm.set_timesteps(steps_student)
@@ -88,7 +89,7 @@ class Distiller:
         """Predicted clean latents from a v- (or ε-) prediction Backbone."""
         pred = model(x, t, *cond)
         a, s = self._alpha_sigma(t, x)
-        if self.teacher.config.sampler["prediction_type"] == "v_prediction":
+        if self.teacher.config.sampler.prediction_type == PredictionType.V_PREDICTION:
             return a * x - s * pred
         return (x - s * pred) / a.clamp(min=1e-4)
 
@@ -101,7 +102,7 @@ class Distiller:
     def _conditioning(self, examples) -> tuple[torch.Tensor, tuple]:
         """Clean window latents (b, f, C, h, w) and the Backbone's conditioning arguments."""
         pipe, dev = self.teacher, self.device
-        m = int(pipe.config.window["audio_context"])
+        m = pipe.config.window.audio_context
         refs = torch.stack([e.reference for e in examples]).to(dev)
         targets = torch.stack([e.target for e in examples]).to(dev)
         b, f = targets.shape[:2]
@@ -180,14 +181,14 @@ class Distiller:
     def student_pipeline(self) -> EmoPipeline:
         """The teacher's components with the student Backbone (shares the frozen modules)."""
         parts = dict(self.teacher.modules(), backbone=self.student)
-        sampler = {**self.teacher.config.sampler, "audio_guidance": 1.0}  # guidance is distilled in
-        pipe = EmoPipeline(dataclasses.replace(self.teacher.config, sampler=sampler), parts)
+        unguided = self.teacher.config.with_overrides(sampler={"audio_guidance": 1.0})  # distilled in
+        pipe = EmoPipeline(unguided, parts)
         pipe.training_steps = self.teacher.training_steps + self.step
         return pipe
 
     def save(self) -> Path:
         ckpt = self.out / "checkpoint"
-        self.student_pipeline().save_pretrained(ckpt)
+        save_checkpoint(self.student_pipeline(), ckpt)
         info = {
             "steps_student": self.steps_student,
             "distill_steps": self.step,
@@ -224,7 +225,7 @@ class Distiller:
             module.to("cpu").eval()
         rows, labels = sample_rows(self.teacher, self.data, 2, self.settings)
         for steps in (1, 2, 4):
-            r, lab = sample_rows(pipe, self.data, 2, self.settings, steps=steps, scheduler="lcm")
+            r, lab = sample_rows(pipe, self.data, 2, self.settings, steps=steps, scheduler=SchedulerKind.LCM)
             rows.append(r[1])
             labels.append(lab[1])
         path = self.out / "samples.png"

@@ -16,10 +16,11 @@ from diffusers import DDPMScheduler
 from torch import nn
 
 from avatar.emo.audio_encoder import MelAudioEncoder, frame_segments
+from avatar.emo.config import PredictionType, SamplerSection, WindowSection
 from avatar.emo.pipeline import EmoPipeline, noise_schedule
 
 
-def training_scheduler(sampler: dict) -> DDPMScheduler:
+def training_scheduler(sampler: SamplerSection) -> DDPMScheduler:
     """The forward process the samplers assume: scaled-linear betas rescaled to zero terminal SNR."""
     return DDPMScheduler(**noise_schedule(sampler))
 
@@ -112,7 +113,7 @@ class StageLoss(nn.Module):
         flat_t = t.repeat_interleave(latents.shape[1])
         lat, eps = latents.flatten(0, 1), noise.flatten(0, 1)
         noisy = self.scheduler.add_noise(lat, eps, flat_t)
-        if self.pipe.config.sampler["prediction_type"] == "v_prediction":
+        if self.pipe.config.sampler.prediction_type == PredictionType.V_PREDICTION:
             target = self.scheduler.get_velocity(lat, eps, flat_t)
         else:
             target = eps
@@ -133,15 +134,15 @@ class StageLoss(nn.Module):
         bank = self.parts["reference_net"](zr).bank
         face = self._face(masks, zt.shape[-1])
         noisy, target, t = self._noise(zt[:, None])
-        m = int(self.pipe.config.window["audio_context"])
-        tokens = torch.zeros(zt.shape[0], 1, 2 * m + 1, int(self.pipe.config.audio_projection["token_dim"]))
+        m = self.pipe.config.window.audio_context
+        tokens = torch.zeros(zt.shape[0], 1, 2 * m + 1, self.pipe.config.audio_projection.token_dim)
         pred = self.parts["backbone"](noisy, t, tokens.to(zt), bank, None, None, face, zr)
         return nn.functional.mse_loss(pred.float(), target.float())
 
     # --- stage 2 / 3 ---
     def video_loss(self, examples: list) -> torch.Tensor:
         o, cfg = self.options, self.pipe.config
-        m = int(cfg.window["audio_context"])
+        m = cfg.window.audio_context
         device = next(self.parts["backbone"].parameters()).device
         refs = torch.stack([e.reference for e in examples]).to(device)
         motion_img = torch.stack([e.motion for e in examples]).to(device)  # (b, n, 3, S, S)
@@ -180,15 +181,13 @@ class StageLoss(nn.Module):
         return nn.functional.mse_loss(pred.float(), target.float())
 
 
-def fetch_batch(dataset, stage: int, batch: int, rng: np.random.Generator, window: dict):
-    """Sample a stage's batch from a ``ClipDataset``."""
+def fetch_batch(dataset, stage: int, batch: int, rng: np.random.Generator, window: WindowSection):
+    """Sample a stage's batch from a ``ClipDataset`` (``window``: the model config's window section)."""
     if stage == 0:
         return dataset.sample_frames(rng, batch)
     if stage == 1:
         return dataset.sample_pairs(rng, batch)
     return [
-        dataset.sample_window(
-            rng, int(window["motion_frames"]), int(window["frames"]), int(window["audio_context"])
-        )
+        dataset.sample_window(rng, window.motion_frames, window.frames, window.audio_context)
         for _ in range(batch)
     ]

@@ -2,9 +2,15 @@
 
 Output folder of one stage::
 
-    checkpoint/   EMA weights as an EMO checkpoint (``EmoPipeline.save_pretrained``; loads in EmoEngine)
+    checkpoint/   EMA weights as an EMO checkpoint (``avatar.emo.checkpoint``; loads in EmoEngine)
     state.pt      raw trainable weights, EMA, optimiser, step, RNG (resume)
     loss.csv      step,loss          loss.png     curve          samples_<step>.png   sample grid
+
+Several processes (``torchrun --nproc_per_node N -m avatar train ...``, or any launcher that sets
+RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT, or a process group initialised by the caller): DDP, backend
+nccl on CUDA and gloo on the CPU. Each rank draws its own ``batch`` examples (its own seeded data and noise
+streams), gradients are averaged over the ranks, so one step sees ``world × batch`` examples; every rank
+keeps identical weights, rank 0 writes the files and ``loss.csv`` logs the loss averaged over the ranks.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avatar.emo.checkpoint import build_pipeline, load_checkpoint, save_checkpoint
+from avatar.emo.config import SchedulerKind
 from avatar.emo.pipeline import EmoPipeline, make_scheduler
 from avatar.errors import ConfigError
 from avatar.training.dataset import ClipDataset
@@ -27,6 +35,14 @@ from avatar.training.settings import STAGE_NAMES, TrainSettings
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.pt"
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of this process: the initialised process group's, else RANK / WORLD_SIZE."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -39,13 +55,13 @@ def pick_device(device: str | None = None) -> torch.device:
 def load_pipeline(settings: TrainSettings, init: str | Path | None) -> EmoPipeline:
     """From a checkpoint folder (or a stage folder containing ``checkpoint/``), else random (seeded)."""
     if init is None:
-        return EmoPipeline.from_config(settings.model, seed=settings.seed)
+        return build_pipeline(settings.model, seed=settings.seed)
     init = Path(init)
     if (init / CHECKPOINT_DIR).is_dir():
         init = init / CHECKPOINT_DIR
     if not init.is_dir():
         raise ConfigError(f"initial checkpoint not found: {init}")
-    return EmoPipeline.from_pretrained(init, settings.model)
+    return load_checkpoint(init, settings.model)
 
 
 def run_summary(checkpoint: Path, steps: int, seconds: float, losses: list[float]) -> dict:
@@ -98,16 +114,15 @@ class StageTrainer:
         self.stage = stage
         self.options = settings.stage(stage)
         self.out = Path(out)
-        self.world = int(os.environ.get("WORLD_SIZE", 1))
-        self.rank = int(os.environ.get("RANK", 0))
+        self.rank, self.world = rank_and_world()
         if self.world > 1 and not torch.distributed.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            torch.distributed.init_process_group(backend)
+            wants_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
+            torch.distributed.init_process_group("nccl" if wants_cuda else "gloo")
         self.device = pick_device(device)
         if self.device.type == "cpu":
             torch.set_flush_denormal(True)  # denormal floats are slow on CPUs (this thread only)
         cfg = settings.model
-        self.data = data if isinstance(data, ClipDataset) else ClipDataset(data, int(cfg.face["crop_size"]))
+        self.data = data if isinstance(data, ClipDataset) else ClipDataset(data, cfg.face.crop_size)
         state_path = self.out / STATE_FILE
         if resume and not state_path.is_file():
             raise ConfigError(f"--resume: no {STATE_FILE} in {self.out}")
@@ -123,8 +138,9 @@ class StageTrainer:
         self.model: torch.nn.Module = self.loss_fn
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
+            # stage 0 uses every autoencoder weight in each step; later stages may leave some out
             self.model = torch.nn.parallel.DistributedDataParallel(
-                self.loss_fn, device_ids=ids, find_unused_parameters=True
+                self.loss_fn, device_ids=ids, find_unused_parameters=stage != 0
             )
         self.optimizer = torch.optim.AdamW(
             list(self.params.values()),
@@ -172,7 +188,7 @@ class StageTrainer:
         torch.save(state, self.out / STATE_FILE)
         self.ema.swap(self.params)
         try:
-            self.pipe.save_pretrained(ckpt, training_steps=self.base_steps + self.step)
+            save_checkpoint(self.pipe, ckpt, training_steps=self.base_steps + self.step)
         finally:
             self.ema.swap(self.params)
         return ckpt
@@ -205,7 +221,12 @@ class StageTrainer:
         self.optimizer.step()
         self.step += 1
         self.ema.update(self.params, self.step)
-        return float(loss.detach())
+        loss = loss.detach()
+        if self.world > 1:  # the logged loss: the mean over every rank's examples
+            loss = loss.clone()
+            torch.distributed.all_reduce(loss)
+            loss /= self.world
+        return float(loss)
 
     def run(self, steps: int | None = None, progress: bool = True) -> dict:
         """Train until ``steps`` total stage steps (default: the stage's ``steps``); saves at the end."""
@@ -271,7 +292,7 @@ def sample_rows(
     stage: int,
     settings: TrainSettings,
     steps: int | None = None,
-    scheduler: str = "ddim",
+    scheduler: SchedulerKind = SchedulerKind.DDIM,
 ) -> tuple[list, list[str]]:
     """Rows of uint8 images for a sample grid (fixed example, seeded), and their labels."""
     rng = np.random.default_rng(1234)
@@ -280,14 +301,14 @@ def sample_rows(
         rec = pipe.autoencoder(images)
         return [list(to_uint8(images)), list(to_uint8(rec))], ["input", "decoded"]
     w = pipe.config.window
-    n, m = (int(w["motion_frames"]) if stage >= 2 else 0), int(w["audio_context"])
-    ex = data.sample_window(rng, int(w["motion_frames"]), int(w["frames"]), m)
+    n, m = (w.motion_frames if stage >= 2 else 0), w.audio_context
+    ex = data.sample_window(rng, w.motion_frames, w.frames, m)
     ref = to_uint8(ex.reference[None])[0]
     reference = pipe.encode_reference(ref, ex.mask[0].numpy())
     tokens = pipe.audio_tokens(ex.audio.numpy(), 0, ex.first, ex.target.shape[0], data.fps)
     motion = pipe.codec.encode(ex.motion) if n else None
     old = pipe.scheduler
-    pipe.scheduler = make_scheduler({**pipe.config.sampler, "scheduler": scheduler})
+    pipe.scheduler = make_scheduler(pipe.config.sampler, scheduler)
     try:
         out = pipe(
             reference,
@@ -302,7 +323,7 @@ def sample_rows(
         pipe.scheduler = old
     truth = to_uint8(ex.target)
     label = f"{scheduler} {steps or settings.sample_steps}"
-    guidance = float(pipe.config.sampler.get("audio_guidance", 1.0))
+    guidance = pipe.config.sampler.audio_guidance
     label += f" w{guidance:g}" if guidance != 1.0 else ""
     return [[ref, *truth], [ref, *out.images]], ["truth", label]
 
