@@ -27,7 +27,8 @@ fi
 
 # Debian packages: OpenCV's runtime libraries, espeak-ng (text to speech), Chromium for browser tests.
 apt_packages=(libgl1 libglib2.0-0 espeak-ng)
-if [ "$with_test" = 1 ]; then apt_packages+=(chromium); fi
+# --test also: Janus (broadcast fan-out tests) and coturn (TURN relay tests); their services are not used.
+if [ "$with_test" = 1 ]; then apt_packages+=(chromium janus coturn); fi
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

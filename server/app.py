@@ -1,8 +1,9 @@
 """The server: HTTP routes through websockets' ``process_request`` hook, and the ``/ws`` signalling loop.
 
 Routes: ``GET /health`` (JSON status), ``GET /avatars`` (JSON list), ``GET /metrics`` (Prometheus
-text), ``/ws`` (WebSocket signalling, docs/protocol.md), everything else from the static folder (``/`` ->
-index.html, ``/<page>`` -> ``<page>.html``). Nothing a client sends can crash the server or close it
+text), ``GET /ice-servers`` (``server.ice_servers`` for the pages), ``/ws`` (WebSocket signalling,
+docs/protocol.md), everything else from the static folder (``/`` -> index.html, ``/<page>`` ->
+``<page>.html``). Nothing a client sends can crash the server or close it
 with an internal error. Sockets are capped (``server.max_connections``), rate limited per socket, closed
 when idle without a session, gated by the browser origin (same-origin by default) and optionally by
 a token (server/auth.py). A socket without a session of its own may act as a *controller*: its
@@ -30,6 +31,8 @@ from avatar.errors import AvatarError
 from server import signalling
 from server.auth import origin_refusal, token_ok
 from server.avatars import AvatarRegistry
+from server.broadcast.broadcasts import Broadcasts
+from server.broadcast.settings import parse_janus
 from server.channels import channel_targets
 from server.clock import Clock
 from server.config import Config
@@ -80,6 +83,8 @@ class App:
         self.uploads = PortraitUploads(engine, config.avatar, config.server.max_message_bytes)
         self._purger: asyncio.Task | None = None
         self.static = StaticFiles(config.path(config.server.static_dir))
+        self.broadcasts = Broadcasts(parse_janus(config.server.janus), config.server.ice_servers)
+        """Sessions published into Janus (offer ``"broadcast": true``; server/broadcast/)."""
         self._server: Server | None = None
         self._stopping = False
         self.port = config.server.port
@@ -113,6 +118,7 @@ class App:
         self._stopping = True
         if self._purger is not None:
             self._purger.cancel()
+        await self.broadcasts.stop_all()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.server.shutdown_timeout_s
         if self._server is not None:
@@ -154,9 +160,9 @@ class App:
 
     def _session_closed(self, session: Session) -> None:
         self.sessions.remove(session)
+        self.broadcasts.session_closed(session)
         self.uploads.touch(session.avatar.avatar_id)  # its idle time starts now
-        self.metrics.session_closed({k: v for k, v in session.totals().items()
-                                     if k not in ("queue_depth", "frame_buffer", "degraded")})
+        self.metrics.session_closed(session.statistics.counters())
 
     # ------------------------------------------------------------------------------------- HTTP
     async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -181,6 +187,10 @@ class App:
             if not token_ok(server.auth_token, request.path, request.headers):
                 return text_response(401, "missing or wrong token\n")
             return make_response(200, self.metrics.render().encode(), METRICS_CONTENT_TYPE)
+        if path == "/ice-servers":  # the pages' RTCPeerConnection gets server.ice_servers (TURN too)
+            if not token_ok(server.auth_token, request.path, request.headers):
+                return text_response(401, "missing or wrong token\n")
+            return json_response({"iceServers": server.ice_servers})
         if path == "/health":
             body = {"status": "ok", "engine": getattr(self.engine, "name", "engine"),
                     "sessions": len(self.sessions), "badge": self.config.provenance.badge,
@@ -251,12 +261,16 @@ class App:
             log.exception("socket error peer=%s", state.peer)
         finally:
             self._sockets.discard(ws)
-            self.uploads.forget(state)
-            for session in self.sessions:  # a controller stops listening to the channels it sent to
-                session.speaker.listeners.pop(state, None)
-            if state.session is not None:
-                await state.session.close("socket closed")
+            await self.socket_closed(state)
             log.info("socket closed peer=%s", state.peer)
+
+    async def socket_closed(self, state: SocketState) -> None:
+        """What a closed socket leaves: its upload, its listening to channels, its session."""
+        self.uploads.forget(state)
+        for session in self.sessions:  # a controller stops listening to the channels it sent to
+            session.speaker.listeners.pop(state, None)
+        if state.session is not None:
+            await state.session.close("socket closed")
 
     async def handle_message(self, state: SocketState, raw: str | bytes, send) -> str:
         """The reply to one client message (an error message for anything wrong)."""
@@ -322,6 +336,8 @@ class App:
             raise SignallingError(f"an offer was already made on this socket (session {state.session.id})")
         if self._stopping:
             raise SignallingError("server is shutting down")
+        if offer.broadcast:
+            self.broadcasts.check()
         try:
             self.sessions.check_capacity()
         except SignallingError:
@@ -347,6 +363,8 @@ class App:
                          offer.mode, offer.channel or "-")
         answer_sdp = await session.start(offer.sdp)
         self.metrics.sessions_started.inc()
+        if offer.broadcast:
+            self.broadcasts.start(session)  # in the background; reports after the client connected
         return signalling.answer(answer_sdp, session.id)
 
 

@@ -18,6 +18,8 @@ import yaml
 from avatar.audio.windowing import WindowConfig
 from avatar.errors import ConfigError
 from avatar.face.framing import parse_framing
+from server.broadcast.settings import parse_janus
+from server.capacity import AUTO, default_max_sessions
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
@@ -27,7 +29,8 @@ DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
-    max_sessions: int = 3
+    max_sessions: int = field(default_factory=default_max_sessions)
+    """Concurrent sessions; ``auto`` (the default) = one per usable CPU core (server/capacity.py)."""
     max_message_bytes: int = 3145728
     static_dir: str = "static"
     ice_servers: list = field(default_factory=list)
@@ -49,6 +52,9 @@ class ServerSettings:
     """``text`` (one line per event, ``key=value`` fields) or ``json`` (one JSON object per line)."""
     degrade: bool = True
     """When a session's engine falls behind, render every other window and repeat frames."""
+    janus: dict = field(default_factory=dict)
+    """Broadcasts: ``{url, room, api_secret?, pin?, max_publishers?}`` of a Janus VideoRoom room that
+    offers with ``"broadcast": true`` publish into (server/broadcast/settings.py); empty: off."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,25 @@ class SpeechSettings:
     """Speech waiting to be spoken (seconds); say/audio beyond it get an error."""
 
 
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Sessions placed on Ray nodes by a gateway (``python -m server.cluster``, docs/deploy.md)."""
+
+    address: str = ""
+    """The Ray head, ``HOST:PORT`` (``ray start --head``); empty: ``local`` starts its own cluster."""
+    namespace: str = "talking-portrait"
+    """Ray namespace of the node actors: gateways find nodes there."""
+    session_cost: dict = field(default_factory=lambda: {"parametric": {"CPU": 0.6}, "emo": {"GPU": 0.5}})
+    """Per engine, what one session takes of a node's Ray resources (CPU share, GPU fraction, or any
+    custom resource): a node holds floor(its resource / cost) sessions, the smallest over the keys."""
+    heartbeat_s: float = 1.0
+    """How often a gateway asks each node for its load (and finds nodes that joined)."""
+    node_timeout_s: float = 3.0
+    """A node silent this long is lost: its sessions end with an ``error`` event (heartbeat + this <= 5 s)."""
+    start_timeout_s: float = 20.0
+    """How long a node may take to answer an offer before the gateway gives up on it."""
+
+
 SECTIONS: dict[str, type] = {
     "server": ServerSettings,
     "engine": EngineSettings,
@@ -138,6 +163,7 @@ SECTIONS: dict[str, type] = {
     "video": VideoSettings,
     "provenance": ProvenanceSettings,
     "speech": SpeechSettings,
+    "cluster": ClusterSettings,
 }
 
 # (section, key) -> inclusive (low, high) bounds for numbers
@@ -171,6 +197,9 @@ BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
     ("avatar", "max_upload_pixels"): (4096, 400_000_000),
     ("avatar", "upload_idle_s"): (1, 86400 * 7),
     ("avatar", "uploads_per_client"): (1, 100000),
+    ("cluster", "heartbeat_s"): (0.1, 2.0),
+    ("cluster", "node_timeout_s"): (0.5, 4.5),
+    ("cluster", "start_timeout_s"): (1, 300),
 }
 
 
@@ -186,6 +215,7 @@ class Config:
     video: VideoSettings
     provenance: ProvenanceSettings
     speech: SpeechSettings = field(default_factory=SpeechSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     root: Path = PROJECT_ROOT
 
     def path(self, value: str) -> Path:
@@ -296,6 +326,10 @@ def build_config(data: Mapping[str, Any], root: Path = PROJECT_ROOT) -> Config:
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
     section, _, name = key.partition(".")
+    if key in AUTO_VALUES and isinstance(value, str):
+        if value.strip().lower() != AUTO:
+            raise ConfigError(f"{key} must be a whole number or '{AUTO}', got {value!r}")
+        return AUTO_VALUES[key]()
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")
@@ -330,12 +364,15 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     return value
 
 
-EMPTY_ALLOWED = {"server.auth_token", "provenance.sign_key", "provenance.sign_cert"}
+EMPTY_ALLOWED = {"cluster.address", "server.auth_token", "provenance.sign_key", "provenance.sign_cert"}
 LOG_FORMATS = ("text", "json")
+AUTO_VALUES = {"server.max_sessions": default_max_sessions}
+"""Keys that accept ``auto``: it becomes the value this function returns (measured on this machine)."""
 
 
 def _check(config: Config) -> None:
     parse_framing(config.avatar.framing, "avatar.framing")
+    parse_janus(config.server.janus)
     if config.server.log_format not in LOG_FORMATS:
         raise ConfigError(f"server.log_format must be 'text' or 'json', got {config.server.log_format!r}")
     origins = config.server.allowed_origins
@@ -352,6 +389,7 @@ def _check(config: Config) -> None:
         config.window_config()
     except ValueError as exc:
         raise ConfigError(f"window: {exc}") from None
+    _check_cluster(config.cluster)
     for i, entry in enumerate(config.server.ice_servers):
         where = f"server.ice_servers[{i}]"
         if not isinstance(entry, dict) or "urls" not in entry:
@@ -368,3 +406,20 @@ def _check(config: Config) -> None:
 
 
 _ICE_SCHEMES = {"stun", "stuns", "turn", "turns"}
+
+
+def _check_cluster(cluster: ClusterSettings) -> None:
+    for engine, cost in cluster.session_cost.items():
+        where = f"cluster.session_cost.{engine}"
+        if not isinstance(cost, dict) or not cost:
+            raise ConfigError(f"{where} must map Ray resources to a share per session, e.g. {{CPU: 0.5}}")
+        for resource, share in cost.items():
+            if not isinstance(resource, str) or isinstance(share, bool) or not isinstance(share, int | float):
+                raise ConfigError(f"{where} must map resource names to numbers, got {resource!r}: {share!r}")
+            if not 0 < share <= 1024:
+                raise ConfigError(f"{where}.{resource} must be above 0 (a share of the resource per "
+                                  f"session), got {share!r}")
+    if cluster.heartbeat_s + cluster.node_timeout_s > 5.0:
+        total = cluster.heartbeat_s + cluster.node_timeout_s
+        raise ConfigError("cluster.heartbeat_s + cluster.node_timeout_s must be at most 5 s (clients of a "
+                          f"lost node hear of it within that), got {total:g}")

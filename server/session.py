@@ -1,9 +1,14 @@
 """One streaming session: a peer connection, its audio input, engine worker, frame buffer and tracks.
 
-Lifecycle: ``start(offer_sdp)`` -> answer SDP; the session then runs until ``close`` is called (socket
-closed, shutdown) or it closes itself (peer connection failed/closed, engine error). ``close`` is the
-one idempotent teardown path: tasks cancelled, tracks stopped, worker thread stopped and joined (it
-closes the engine session), peer connection closed, registry entry removed.
+Lifecycle (``state``, ``SessionState``): starting -> ``start(offer_sdp)`` returns the answer SDP ->
+running until ``close`` is called (socket closed, shutdown) or it closes itself (peer connection
+failed/closed, engine error) -> closing -> closed. ``close`` is the one idempotent teardown path: tasks
+cancelled, tracks stopped, worker thread stopped and joined (it closes the engine session), peer
+connection closed, registry entry removed.
+
+The face's voice comes from one ``AudioSource`` (server/audio_sources.py) chosen by the mode: the
+microphone (mirror) or queued speech (speak); the ``Speaker`` handles speak-mode requests and events
+through the narrow ``SpeakerHost`` interface; ``SessionStats`` keeps the numbers.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from avatar.errors import AvatarError
 from avatar.provenance.marked_session import WatermarkedSession
 from server import signalling
 from server.audio_input import AudioInput
+from server.audio_sources import AudioSource, MicrophoneSource, SpeechSource
 from server.clock import Clock, MonotonicClock
 from server.config import Config
 from server.degrade import LoadShedder
@@ -30,8 +36,11 @@ from server.engine_worker import EngineWorker
 from server.logs import SessionLog
 from server.mdns_candidates import add_later, split_mdns_candidates
 from server.metrics import ServerMetrics
+from server.modes import SessionMode, SessionState
+from server.session_stats import SessionStats
 from server.signalling import SignallingError
 from server.speaker import Speaker, TtsProvider
+from server.speech_input import SpeechQueue
 from server.video_track import FrameBuffer, PacedVideoTrack
 
 log = logging.getLogger("server.session")
@@ -46,7 +55,7 @@ SendText = Callable[[str], Awaitable[None]]
 
 
 class SessionRegistry:
-    """Sessions that are starting or running, bounded by ``max_sessions``."""
+    """Sessions until their teardown ends; those starting or running are bounded by ``max_sessions``."""
 
     def __init__(self, max_sessions: int) -> None:
         self.max_sessions = max_sessions
@@ -63,9 +72,15 @@ class SessionRegistry:
         self._counter += 1
         return self._counter
 
+    def active(self) -> int:
+        """Sessions starting or running: those closing (a page reloaded, a socket gone) are leaving and
+        do not hold a place, so a client that reconnects at once is not told the server is busy."""
+        return sum(1 for session in self._sessions.values() if not session.closed)
+
     def check_capacity(self) -> None:
-        if len(self._sessions) >= self.max_sessions:
-            raise SignallingError(f"server busy: {len(self._sessions)} sessions running, try later")
+        active = self.active()
+        if active >= self.max_sessions:
+            raise SignallingError(f"server busy: {active} sessions running, try later")
 
     def add(self, session: Session) -> None:
         self.check_capacity()
@@ -77,7 +92,7 @@ class SessionRegistry:
     def on_channel(self, channel: str) -> list[Session]:
         """The running speak-mode sessions whose offer named ``channel`` (oldest first)."""
         return [s for s in self._sessions.values()
-                if s.channel == channel and s.mode == "speak" and s.running and not s.closed]
+                if s.channel == channel and s.mode is SessionMode.SPEAK and s.running]
 
 
 class Session:
@@ -92,7 +107,7 @@ class Session:
         on_closed: Callable[[Session], None] = lambda session: None,
         number: int = 0,
         clock: Clock | None = None,
-        mode: str = "mirror",
+        mode: SessionMode | str = SessionMode.MIRROR,
         tts: TtsProvider | None = None,
         metrics: ServerMetrics | None = None,
         channel: str | None = None,
@@ -121,17 +136,27 @@ class Session:
             max(config.video.frame_queue, 2 * window.hop), MAX_BACKLOG_FRAMES + window.hop
         )
         self.video = PacedVideoTrack(self.buffer, avatar.image, config.engine.fps, self.clock, self._on_shown)
-        self.mode = mode
+        self.mode = SessionMode(mode)
         """``mirror``: the face speaks the inbound microphone; ``speak``: it speaks say/audio requests
         and the microphone only drives barge-in."""
         self.channel = channel
         """Speak mode: the name controllers (sockets without a session) send say/audio/interrupt to ..."""
         self.channel_key = channel_key
         """... with this secret (server/channels.py)."""
-        self.speaker = Speaker(self, tts or TtsProvider(config.speech.tts, config.speech.max_text_chars))
+        queue = SpeechQueue()
+        self.source: AudioSource = (
+            SpeechSource(self.audio, queue, self.clock, audio.vad_aggressiveness)
+            if self.mode is SessionMode.SPEAK else MicrophoneSource(self.audio)
+        )
+        """Feeds the timeline: the microphone (mirror) or queued speech (speak)."""
+        self.speaker = Speaker(
+            self, self.source, queue, config.speech,
+            tts or TtsProvider(config.speech.tts, config.speech.max_text_chars), self.clock,
+            mode=self.mode, session_log=self.log, tag={"channel": channel, "session": self.id},
+        )
         self.discard_before = 0  # engine frames with a smaller index are stale (cut before an interrupt)
         self.echo: EchoAudioTrack | None = None
-        if config.video.echo_audio or mode == "speak":
+        if config.video.echo_audio or self.mode is SessionMode.SPEAK:
             self.echo = EchoAudioTrack(self.audio.ring, self.video, self.clock)
         self.pc: RTCPeerConnection | None = None
         self.worker: EngineWorker | None = None
@@ -140,24 +165,23 @@ class Session:
         self._tasks: set[asyncio.Task] = set()
         self._close_task: asyncio.Task | None = None
         self.close_reason = ""
-        self.running = False  # True once start() returned an answer
+        self.state = SessionState.STARTING
         self.join_timeout_s = JOIN_TIMEOUT_S
         """How long teardown waits for the engine thread (shutdown shortens it to its deadline)."""
         self.started_at = self.clock.now()
-        self._engine_s = 0.0
-        self._engine_frames = 0
-        self._busy_s = 0.0  # engine seconds since the last load-shedder update
-        self._last_stats = (self.started_at, 0)
-        self._last_engine_ms = 0.0
-        self._latency_s: list[float] = []
-        self._last_latency_ms = 0.0
-        self._last_fresh = 0  # video.fresh at the last stats() call
-        self._first_frame_observed = False
+        self.statistics = SessionStats(self.clock, self.started_at, self.video, self.buffer, self.audio,
+                                       self.shedder, metrics)
 
     # ----------------------------------------------------------------------------------- lifecycle
     @property
+    def running(self) -> bool:
+        """``start`` returned an answer and no teardown was requested."""
+        return self.state is SessionState.RUNNING
+
+    @property
     def closed(self) -> bool:
-        return self._close_task is not None
+        """A teardown was requested (closing) or has finished (closed)."""
+        return self.state in (SessionState.CLOSING, SessionState.CLOSED)
 
     async def start(self, offer_sdp: str) -> str:
         """Negotiate the offer and start streaming; returns the answer SDP (ICE gathering complete).
@@ -199,6 +223,7 @@ class Session:
             engine_session, self.loop, self._on_frames, self._on_engine_error,
             max_windows=ENGINE_QUEUE_WINDOWS, name=f"engine-{self.id}",
         )
+        self.statistics.worker = self.worker
         self.worker.start()
         self._direct(pc.addTrack(self.video), "sendonly")
         audio_transceivers = [t for t in pc.getTransceivers() if t.kind == "audio"]
@@ -210,9 +235,9 @@ class Session:
         await pc.setLocalDescription(await pc.createAnswer())
         if self.closed:
             raise SignallingError("session closed while starting")
-        self.spawn(self._speak_loop() if self.mode == "speak" else self._pad_loop(), "timeline")
+        self.spawn(self._timeline_loop(), "timeline")
         self.spawn(self._stats_loop(), "stats")
-        self.running = True
+        self.state = SessionState.RUNNING
         self.log.info("started avatar=%s seed=%d media=%s mode=%s channel=%s", self.avatar.avatar_id,
                       seed, "+".join(kinds), self.mode, self.channel or "-")
         return pc.localDescription.sdp
@@ -234,15 +259,17 @@ class Session:
         """Start the teardown once (later calls return the same task). ``error``, if given, is sent to
         the client as an error message before the teardown."""
         if self._close_task is None:
+            announce = self.state is SessionState.RUNNING  # an answer was sent: the client hears "ended"
+            self.state = SessionState.CLOSING
             self.close_reason = reason
-            self._close_task = asyncio.ensure_future(self._teardown(reason, error))
+            self._close_task = asyncio.ensure_future(self._teardown(reason, error, announce))
         return self._close_task
 
     async def close(self, reason: str = "closed") -> None:
         """Tear everything down; idempotent and safe to call from anywhere on the loop."""
         await asyncio.shield(self.request_close(reason))
 
-    async def _teardown(self, reason: str, error: str | None = None) -> None:
+    async def _teardown(self, reason: str, error: str | None = None, announce: bool = False) -> None:
         self.log.info("closing reason=%r", reason)
         if error is not None:
             await self._send_quietly(signalling.error(error))
@@ -265,10 +292,11 @@ class Session:
             except Exception:
                 self.log.exception("closing the peer connection failed")
         self.buffer.clear()
-        self._observe_first_frame()
+        self.statistics.observe_first_frame()
         _quietly(lambda: self._on_closed(self))
-        if self.running:
+        if announce:
             await self._send_quietly(signalling.ended(self.id, reason))
+        self.state = SessionState.CLOSED
         self.log.info("closed after_s=%.1f frames_sent=%d", self.clock.now() - self.started_at,
                       self.video.sent)
 
@@ -290,10 +318,7 @@ class Session:
                 self.log.info("inbound audio ended; silence keeps the face moving")
                 return
             try:
-                if self.mode == "speak":
-                    self.speaker.hear(frame)
-                    continue
-                windows = self.audio.push_frame(frame)
+                windows = self.source.hear(frame)
             except Exception:
                 self.log.exception("unusable audio frame skipped")
                 continue
@@ -306,14 +331,12 @@ class Session:
         except MediaStreamError:
             return
 
-    async def _pad_loop(self) -> None:
+    async def _timeline_loop(self) -> None:
+        """Every ``PAD_INTERVAL_S``: the source keeps the timeline up with the clock (silence padding or
+        queued speech), then the speaker sends the speaking events the video has reached."""
         while True:
-            self.submit(self.audio.pad_silence())
-            await self.clock.sleep(PAD_INTERVAL_S)
-
-    async def _speak_loop(self) -> None:
-        while True:
-            self.speaker.tick()
+            self.submit(self.source.tick())
+            self.speaker.update()
             await self.clock.sleep(PAD_INTERVAL_S)
 
     def submit(self, windows: list) -> None:
@@ -333,40 +356,24 @@ class Session:
         self.discard_before = self.audio.windower.next_first_frame
         return windows, frames
 
+    def played_sample(self) -> int:
+        """Timeline sample under the video frame on screen now (-1 before the first engine frame)."""
+        video = self.video
+        if video.shown_index < 0:
+            return -1
+        since = min(0.5, max(0.0, self.clock.now() - video.shown_at))
+        return int(video.shown_index * SAMPLE_RATE / video.fps + since * SAMPLE_RATE)
+
     def _on_frames(self, frames: list[Frame], engine_s: float) -> None:
         if self.closed:
             return
         for frame in frames:
             if frame.index >= self.discard_before:
                 self.buffer.push(frame)
-        self._engine_s += engine_s
-        self._busy_s += engine_s
-        self._engine_frames += len(frames)
-        if self.metrics is not None and frames:
-            for _ in frames:
-                self.metrics.engine_seconds.observe(engine_s / len(frames))
+        self.statistics.engine_rendered(len(frames), engine_s)
 
     def _on_shown(self, frame: Frame, sent_at: float) -> None:
-        """Record audio-in to frame-out latency: from the arrival of the audio at the end of the
-        frame's span to the moment the frame is handed to the encoder."""
-        arrived = self.audio.arrival_time(round((frame.index + 1) * SAMPLE_RATE / self.config.engine.fps))
-        if arrived is not None and len(self._latency_s) < 1000:
-            self._latency_s.append(sent_at - arrived)
-        if arrived is not None and self.metrics is not None:
-            self.metrics.latency_seconds.observe(max(0.0, sent_at - arrived))
-        if self.video.fresh == 1:
-            self._observe_first_frame()
-            if self.metrics is not None:
-                self.metrics.first_animated_frame_seconds.observe(max(0.0, sent_at - self.started_at))
-
-    def _observe_first_frame(self) -> None:
-        """Record offer -> first frame sent in /metrics, once, as soon as it is known."""
-        first = self.video.first_sent_at
-        if first is None or self._first_frame_observed:
-            return
-        self._first_frame_observed = True
-        if self.metrics is not None:
-            self.metrics.first_frame_seconds.observe(max(0.0, first - self.started_at))
+        self.statistics.frame_shown(frame, sent_at)
 
     def _on_engine_error(self, exc: BaseException) -> None:
         if self.closed:
@@ -388,75 +395,29 @@ class Session:
             await self.clock.sleep(STATS_INTERVAL_S)
             now = self.clock.now()
             was_degraded = self.shedder.degraded
-            self.shedder.update(now - last, self._busy_s, self.worker.windows_dropped if self.worker else 0)
-            self._busy_s, last = 0.0, now
+            dropped = self.statistics.windows_dropped
+            self.shedder.update(now - last, self.statistics.take_busy_s(), dropped)
+            last = now
             if self.shedder.degraded != was_degraded:
                 self.log.warning("degraded=%s windows_dropped=%d windows_skipped=%d",
-                                 str(self.shedder.degraded).lower(),
-                                 self.worker.windows_dropped if self.worker else 0, self.shedder.skipped)
+                                 str(self.shedder.degraded).lower(), dropped, self.shedder.skipped)
             await self._send_quietly(signalling.stats(self.stats()))
 
     def totals(self) -> dict[str, float]:
-        """Counters (for /metrics) and gauges of this session right now."""
-        worker = self.worker
-        return {
-            "frames_sent": self.video.sent,
-            "frames_fresh": self.video.fresh,
-            "frames_repeated": self.video.repeated,
-            "frames_still": self.video.stills,
-            "frames_dropped": self.buffer.dropped + self.buffer.skipped,
-            "windows_dropped": worker.windows_dropped if worker else 0,
-            "windows_skipped": self.shedder.skipped,
-            "queue_depth": worker.depth if worker else 0,
-            "frame_buffer": len(self.buffer),
-            "degraded": int(self.shedder.degraded),
-        }
+        """Counters (for /metrics) and gauges of this session right now (``SessionStats.totals``)."""
+        return self.statistics.totals()
 
     def stats(self) -> dict[str, Any]:
-        """Counters since the last call (fps, engine_ms) and totals; see docs/protocol.md."""
-        now = self.clock.now()
-        last_time, last_sent = self._last_stats
-        elapsed = max(1e-6, now - last_time)
-        if self._engine_frames:
-            self._last_engine_ms = 1000.0 * self._engine_s / self._engine_frames
-        self._engine_s, self._engine_frames = 0.0, 0
-        if self._latency_s:
-            self._last_latency_ms = 1000.0 * sum(self._latency_s) / len(self._latency_s)
-            self._latency_s = []
-        self._last_stats = (now, self.video.sent)
-        last_fresh, self._last_fresh = self._last_fresh, self.video.fresh
-        self._observe_first_frame()
-        video = self.video
-        worker = self.worker
+        """The ``stats`` event's fields: counters since the last call (fps, engine_ms), totals, and the
+        session's mode and speech state; see docs/protocol.md."""
+        speaker = self.speaker
         return {
             "session": self.id,
-            "fps": round((video.sent - last_sent) / elapsed, 2),
-            "fresh_fps": round((video.fresh - last_fresh) / elapsed, 2),
-            "frames_sent": video.sent,
-            "frames_fresh": video.fresh,
-            "frames_repeated": video.repeated,
-            "frames_still": video.stills,
-            "repeat_share": round(1.0 - video.fresh / video.sent, 4) if video.sent else None,
-            "first_frame_s": _since(video.first_sent_at, self.started_at),
-            "first_animated_s": _since(video.first_fresh_at, self.started_at),
-            "frames_dropped": self.buffer.dropped + self.buffer.skipped,
-            "windows_dropped": worker.windows_dropped if worker else 0,
-            "engine_ms": round(self._last_engine_ms, 2),
-            "latency_ms": round(self._last_latency_ms, 1),
-            "queue_depth": worker.depth if worker else 0,
-            "frame_buffer": len(self.buffer),
-            "speaking": bool(self.audio.is_speaking()),
-            "audio_in_s": round(self.audio.received_samples / SAMPLE_RATE, 2),
-            "silence_padded_s": round(self.audio.padded_samples / SAMPLE_RATE, 2),
-            "uptime_s": round(now - self.started_at, 2),
+            **self.statistics.report(),
             "mode": self.mode,
-            "speech_state": self.speaker.state,
-            "speech_queued_s": round(self.speaker.queue.queued_samples / SAMPLE_RATE, 2),
-            "user_speaking": self.speaker.user_speaking if self.mode == "speak" else False,
-            "degraded": self.shedder.degraded,
-            "windows_skipped": self.shedder.skipped,
-            "timeline_s": round(self.audio.ring.end / SAMPLE_RATE, 3),
-            "shown_frame": self.video.shown_index,
+            "speech_state": speaker.state,
+            "speech_queued_s": round(speaker.queue.queued_samples / SAMPLE_RATE, 2),
+            "user_speaking": speaker.user_speaking,
         }
 
     # ----------------------------------------------------------------------------------- helpers
@@ -484,11 +445,6 @@ class Session:
             await asyncio.wait_for(self._send(text), timeout=2.0)
         except Exception:  # the socket is gone; the session ends through the socket handler
             pass
-
-
-def _since(moment: float | None, start: float) -> float | None:
-    """Seconds from ``start`` to ``moment`` (3 decimals), None while ``moment`` is unknown."""
-    return None if moment is None else round(moment - start, 3)
 
 
 def _quietly(action: Callable[[], object]) -> None:

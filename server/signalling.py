@@ -13,6 +13,7 @@ from typing import Any
 
 from avatar.errors import AvatarError, ConfigError
 from avatar.face.framing import Framing, parse_framing
+from server.modes import SessionMode
 
 AVATAR_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CHANNEL_NAME = AVATAR_ID
@@ -30,7 +31,6 @@ class SignallingError(AvatarError):
     """A client message was malformed or not acceptable now; the text goes back to the client."""
 
 
-MODES = ("mirror", "speak")
 AUDIO_FORMATS = ("wav", "pcm16")
 
 
@@ -38,7 +38,7 @@ AUDIO_FORMATS = ("wav", "pcm16")
 class Offer:
     sdp: str
     avatar: str | None = None
-    mode: str = "mirror"
+    mode: SessionMode = SessionMode.MIRROR
     """``mirror``: the face speaks the microphone; ``speak``: it speaks say/audio, the mic only barges in."""
     channel: str | None = None
     """Speak mode only: controllers (sockets without a session) reach this session by this name ..."""
@@ -47,6 +47,8 @@ class Offer:
     framing: Framing | None = None
     """``full`` or ``head_and_shoulders`` for this session's portrait; None: the avatar's own (sidecar or
     ``avatar.framing``). Uploaded portraits stream as previewed and ignore it."""
+    broadcast: bool = False
+    """Also publish this session's stream into the Janus room of ``server.janus`` (server/broadcast/)."""
 
 
 @dataclass(frozen=True)
@@ -161,11 +163,9 @@ def _parse_offer(data: dict[str, Any]) -> Offer:
     if avatar is not None and avatar != "":
         if not isinstance(avatar, str) or not AVATAR_ID.match(avatar):
             raise SignallingError("invalid avatar id (use 1-64 letters, digits, '_' or '-')")
-    mode = data.get("mode", "mirror")
-    if mode not in MODES:
-        raise SignallingError("offer mode must be 'mirror' or 'speak'")
+    mode = parse_mode(data.get("mode", SessionMode.MIRROR))
     channel = _parse_channel(data)
-    if channel is not None and mode != "speak":
+    if channel is not None and mode is not SessionMode.SPEAK:
         raise SignallingError("a 'channel' needs a speak-mode session: offer with \"mode\": \"speak\"")
     key = None
     if channel is not None:
@@ -181,7 +181,19 @@ def _parse_offer(data: dict[str, Any]) -> Offer:
             framing = parse_framing(framing, "offer framing")
         except ConfigError as exc:
             raise SignallingError(str(exc)) from None
-    return Offer(sdp=sdp, avatar=avatar or None, mode=mode, channel=channel, key=key, framing=framing or None)
+    broadcast = data.get("broadcast", False)
+    if not isinstance(broadcast, bool):
+        raise SignallingError("offer 'broadcast' must be true or false")
+    return Offer(sdp=sdp, avatar=avatar or None, mode=mode, channel=channel, key=key, framing=framing or None,
+                 broadcast=broadcast)
+
+
+def parse_mode(value: object) -> SessionMode:
+    """An offer's ``mode`` as a ``SessionMode``; anything else raises a one-line ``SignallingError``."""
+    mode = SessionMode.parse(value)
+    if mode is None:
+        raise SignallingError(f"offer mode must be {SessionMode.choices()}")
+    return mode
 
 
 def _parse_channel(data: dict[str, Any]) -> str | None:

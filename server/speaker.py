@@ -1,11 +1,14 @@
-"""What a session says in speak mode: say/audio requests in order, the speech timeline, events, interrupt.
+"""What a session says in speak mode: say/audio requests in order, speaking events, interrupt, barge-in.
 
-The speak-mode timeline is fed in real time every ``TICK_S`` by ``tick``: queued speech first, silence
-when none, through the same ring + windower as the microphone (``AudioInput.append``). Speech
-requests are prepared off the event loop (TTS and decoding in worker threads) and enter the queue in
-the order they were received. ``speaking_started`` is sent when the video shows the first frame of
-a stretch of speech, ``speaking_finished`` when it shows the last one (or on interrupt / barge-in).
-Events and late errors also go to the session's ``listeners``: controllers that sent to its channel.
+Speech requests are prepared off the event loop (TTS and decoding in worker threads) and enter the
+``SpeechQueue`` in the order they were received; the session's ``SpeechSource`` (server/audio_sources.py)
+feeds that queue into the timeline in real time and tells the ``Speaker`` when speech enters it and when
+the microphone heard enough to judge barge-in. ``speaking_started`` is sent when the video shows the
+first frame of a stretch of speech, ``speaking_finished`` when it shows the last one (or on interrupt /
+barge-in). Events and late errors also go to the ``listeners``: controllers that sent to the session's
+channel.
+
+The ``Speaker`` reaches its session only through ``SpeakerHost`` (four methods) and its ``AudioSource``.
 """
 
 from __future__ import annotations
@@ -13,36 +16,44 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
 
-import av
-import numpy as np
-
-from avatar.audio.vad import VoiceActivity
 from avatar.engine import SAMPLE_RATE
 from avatar.errors import AvatarError, ConfigError
 from avatar.tts import TextToSpeech, create_tts
 from avatar.tts.language import LanguageGuesser
 from server import signalling
-from server.audio_input import MonoResampler
+from server.audio_sources import AudioSource
+from server.clock import Clock
+from server.config import SpeechSettings
+from server.modes import SessionMode, SpeechState
 from server.signalling import SignallingError
 from server.speech_input import RateLimiter, SpeechQueue
 
-if TYPE_CHECKING:
-    from server.session import Session
-
 log = logging.getLogger("server.speaker")
 
-TICK_S = 0.02
-BARGE_IN_WINDOW = SAMPLE_RATE * 2 // 5  # 400 ms of microphone audio ...
-BARGE_IN_FRACTION = 0.5  # ... at least half of it speech stops the avatar
-
-IDLE, QUEUED, SPEAKING = "idle", "queued", "speaking"
 MAX_INTERRUPT_RECORDS = 100
 LISTENER_SEND_TIMEOUT_S = 2.0
 
 SendText = Callable[[str], Awaitable[None]]
+
+
+class SpeakerHost(Protocol):
+    """What a ``Speaker`` needs from its session."""
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
+        """Run ``coro`` as a task owned by the session (cancelled when it closes)."""
+
+    async def send_quietly(self, text: str) -> None:
+        """Send one message to the session's own client (a closed socket is ignored)."""
+
+    def played_sample(self) -> int:
+        """Timeline sample under the video frame on screen now (-1 before the first engine frame)."""
+
+    def drop_queued_output(self) -> tuple[int, int]:
+        """Drop the windows waiting for the engine and the frames waiting for the video track, and let
+        the engine ease back to idle; returns (windows, frames) dropped."""
 
 
 class TtsProvider:
@@ -77,30 +88,47 @@ class TtsProvider:
 
 
 class Speaker:
-    """Speak-mode state of one ``Session`` (all methods run on the event loop)."""
+    """Speak-mode requests and events of one session (all methods run on the event loop).
 
-    def __init__(self, session: Session, tts: TtsProvider) -> None:
-        self.session = session
-        self.settings = session.config.speech
+    ``source`` is the session's audio source; a speak-mode session's ``SpeechSource`` takes its speech
+    from ``queue`` and reports to this speaker (it becomes the source's ``listener``). A mirror-mode
+    session has a speaker too: it refuses say/audio (``check_mode``) and handles ``interrupt``.
+    """
+
+    def __init__(
+        self,
+        host: SpeakerHost,
+        source: AudioSource,
+        queue: SpeechQueue,
+        settings: SpeechSettings,
+        tts: TtsProvider,
+        clock: Clock,
+        mode: SessionMode = SessionMode.SPEAK,
+        session_log: logging.Logger | logging.LoggerAdapter = log,
+        tag: dict[str, Any] | None = None,
+    ) -> None:
+        self.host = host
+        self.source = source
+        source.listener = self
+        self.queue = queue
+        self.settings = settings
         self.tts = tts
-        self.clock = session.clock
-        self.queue = SpeechQueue()
-        self.limiter = RateLimiter(self.settings.max_requests, self.settings.rate_window_s, self.clock)
-        self.state = IDLE
+        self.clock = clock
+        self.mode = mode
+        self.log = session_log
+        self.tag = dict(tag or {})
+        """Fields added to the events the listeners get: the session's ``channel`` and ``session`` id."""
+        self.limiter = RateLimiter(settings.max_requests, settings.rate_window_s, clock)
+        self.state = SpeechState.IDLE
         self.start_sample = 0  # timeline span of the current stretch of speech
         self.end_sample = 0
         self.generation = 0  # bumped by interrupt: requests of older generations are dropped
         self.pending = 0  # requests of this generation still being prepared
         self._tail: asyncio.Task | None = None
-        self._t0: float | None = None
-        self._fed = 0
         self.interrupts: collections.deque[dict[str, Any]] = collections.deque(
             maxlen=MAX_INTERRUPT_RECORDS
         )
         """The latest interrupts: reason, server ``time``, ``played_sample``, ``muted`` ..."""
-        self._mic = MonoResampler()
-        self._mic_vad = VoiceActivity(aggressiveness=session.config.audio.vad_aggressiveness)
-        self._mic_samples = 0
         self.listeners: dict[object, SendText] = {}
         """Controllers (key: their socket state) that sent to this session's channel: they get its
         events tagged with ``channel`` and ``session`` until their socket closes."""
@@ -108,12 +136,17 @@ class Speaker:
     @property
     def active(self) -> bool:
         """Speech queued, being prepared, or still playing."""
-        return self.state != IDLE or self.pending > 0 or self.queue.queued_samples > 0
+        return self.state is not SpeechState.IDLE or self.pending > 0 or self.queue.queued_samples > 0
+
+    @property
+    def user_speaking(self) -> bool:
+        """The microphone carries the user's voice now (speak mode; always False in mirror mode)."""
+        return self.source.user_speaking
 
     # ------------------------------------------------------------------------------- requests
     def check_mode(self, what: str) -> None:
         """say/audio need a speak-mode session (``SignallingError`` otherwise)."""
-        if self.session.mode != "speak":
+        if self.mode is not SessionMode.SPEAK:
             raise SignallingError(f"{what} needs a speak-mode session: offer with \"mode\": \"speak\"")
 
     def _check_queue_room(self) -> None:
@@ -137,12 +170,9 @@ class Speaker:
         self.limiter.refund(stamp)
 
     def speak(self, job: asyncio.Future, what: str) -> None:
-        """Queue the 16 kHz float32 samples ``job`` resolves to after every earlier request; ``job`` may be
-        shared by several sessions (one synthesis or decoding per channel message)."""
-        self._enqueue(job, what)
-
-    def _enqueue(self, job: asyncio.Future, what: str) -> None:
-        """Queue ``job``'s samples after every earlier request (whatever their outcome)."""
+        """Queue the 16 kHz float32 samples ``job`` resolves to after every earlier request (whatever
+        their outcome); ``job`` may be shared by several sessions (one synthesis or decoding per channel
+        message)."""
         generation, previous = self.generation, self._tail
         self.pending += 1
 
@@ -157,7 +187,7 @@ class Speaker:
                         await self._broadcast("error", message=signalling.one_line(f"{what} failed: {exc}"))
                     return
                 except Exception:
-                    self.session.log.exception("%s failed", what)
+                    self.log.exception("%s failed", what)
                     if generation == self.generation:
                         await self._broadcast("error", message=f"{what} failed: internal error")
                     return
@@ -167,102 +197,67 @@ class Speaker:
                 if generation == self.generation:
                     self.pending -= 1
 
-        self._tail = self.session.spawn(load(), f"speech-{what}")
+        self._tail = self.host.spawn(load(), f"speech-{what}")
 
     # ------------------------------------------------------------------------------- timeline
-    def tick(self) -> None:
-        """Append queued speech (or silence) up to the wall clock, then update speaking events."""
-        now = self.clock.now()
-        if self._t0 is None:
-            self._t0 = now
-        missing = int((now - self._t0) * SAMPLE_RATE) - self._fed
-        if missing > 0:
-            audio = self.session.audio
-            chunk, speech = self.queue.take(missing)
-            if speech:
-                if self.state == IDLE:
-                    self.state, self.start_sample = QUEUED, audio.ring.end
-                self.end_sample = audio.ring.end + speech
-            self._fed += missing
-            self.session.submit(audio.append(chunk, speech))
-        self._update_events()
+    def speech_entered(self, start: int, end: int) -> None:
+        """The source put speech on timeline samples [start, end): a stretch starts or grows."""
+        if self.state is SpeechState.IDLE:
+            self.state, self.start_sample = SpeechState.QUEUED, start
+        self.end_sample = end
 
-    def played_sample(self) -> int:
-        """Timeline sample under the video frame on screen now (-1 before the first engine frame)."""
-        video = self.session.video
-        if video.shown_index < 0:
-            return -1
-        since = min(0.5, max(0.0, self.clock.now() - video.shown_at))
-        return int(video.shown_index * SAMPLE_RATE / video.fps + since * SAMPLE_RATE)
-
-    def _update_events(self) -> None:
-        played = self.played_sample()
-        if self.state == QUEUED and played >= self.start_sample:
-            self.state = SPEAKING
+    def update(self) -> None:
+        """After each timeline tick: ``speaking_started`` / ``speaking_finished`` as the video shows the
+        first / last frame of the stretch."""
+        if self.state is SpeechState.IDLE:
+            return
+        played = self.host.played_sample()
+        if self.state is SpeechState.QUEUED and played >= self.start_sample:
+            self.state = SpeechState.SPEAKING
             self._emit("speaking_started")
-        if (self.state == SPEAKING and played >= self.end_sample and not self.pending
+        if (self.state is SpeechState.SPEAKING and played >= self.end_sample and not self.pending
                 and not self.queue.queued_samples):
-            self.state = IDLE
+            self.state = SpeechState.IDLE
             self._emit("speaking_finished", interrupted=False)
 
     def _emit(self, kind: str, **fields: Any) -> None:
-        self.session.spawn(self._broadcast(kind, **fields), kind)
+        self.host.spawn(self._broadcast(kind, **fields), kind)
 
     async def _broadcast(self, kind: str, **fields: Any) -> None:
         """Send an event to the session's socket, and tagged with channel and session to its listeners."""
-        await self.session.send_quietly(signalling.event(kind, **fields))
+        await self.host.send_quietly(signalling.event(kind, **fields))
         if self.listeners:
-            tagged = signalling.event(kind, **fields, channel=self.session.channel, session=self.session.id)
+            tagged = signalling.event(kind, **fields, **self.tag)
             await asyncio.gather(*(_send_quietly(send, tagged) for send in list(self.listeners.values())))
 
     # ------------------------------------------------------------------------------ interrupt
     def interrupt(self, reason: str = "interrupt") -> dict[str, Any]:
         """Stop speaking now: drop queued and pending speech, mute what is already on the timeline past
         the frame on screen, drop queued windows and frames, and let the engine ease back to idle."""
-        session = self.session
-        played = max(0, self.played_sample())
+        played = max(0, self.host.played_sample())
         self.generation += 1
         self.pending = 0
         dropped = self.queue.clear()
-        muted = session.audio.mute(played) if session.mode == "speak" else 0
-        windows, frames = session.drop_queued_output()
+        muted = self.source.mute(played)
+        windows, frames = self.host.drop_queued_output()
         record = {
             "reason": reason, "time": self.clock.now(), "played_sample": played, "muted": muted,
             "dropped_samples": dropped, "windows_dropped": windows, "frames_dropped": frames,
         }
         self.interrupts.append(record)
-        if self.state == SPEAKING:
+        if self.state is SpeechState.SPEAKING:
             self._emit("speaking_finished", interrupted=True, reason=reason)
-        self.state = IDLE
-        session.log.info("%s (%.2f s of speech dropped)", reason,
-                 (dropped + muted) / SAMPLE_RATE)
+        self.state = SpeechState.IDLE
+        self.log.info("%s (%.2f s of speech dropped)", reason, (dropped + muted) / SAMPLE_RATE)
         return record
 
     # ------------------------------------------------------------------------------- barge-in
-    def hear(self, frame: av.AudioFrame) -> bool:
-        """Microphone audio in speak mode: only voice activity; returns True when it barged in."""
-        samples = self._mic(frame)
-        if samples.size == 0:
+    def voice_heard(self) -> bool:
+        """The source heard enough microphone audio to judge: barge in (interrupt) when barge-in is on,
+        the avatar speaks or has speech coming, and the user is talking. Returns whether it did."""
+        if not (self.settings.barge_in and self.active):
             return False
-        self._mic_vad.feed(samples)
-        self._mic_samples += samples.size
-        return self.check_barge_in()
-
-    def hear_samples(self, samples: np.ndarray) -> bool:
-        """Like ``hear`` for 16 kHz float32 samples (tests, adapters)."""
-        self._mic_vad.feed(np.asarray(samples, dtype=np.float32).reshape(-1))
-        self._mic_samples += int(np.size(samples))
-        return self.check_barge_in()
-
-    @property
-    def user_speaking(self) -> bool:
-        start = max(0, self._mic_samples - BARGE_IN_WINDOW)
-        return self._mic_vad.speech_fraction(start, self._mic_samples) >= BARGE_IN_FRACTION
-
-    def check_barge_in(self) -> bool:
-        if not (self.settings.barge_in and self.active and self._mic_samples >= BARGE_IN_WINDOW):
-            return False
-        if not self.user_speaking:
+        if not self.source.user_speaking:
             return False
         self.interrupt("barge_in")
         return True

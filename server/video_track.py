@@ -30,6 +30,22 @@ VIDEO_CLOCK_RATE = 90000
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
 
 
+def video_frame(image: np.ndarray) -> VideoFrame:
+    """An rgb24 ``VideoFrame`` over ``image`` (uint8 (h, w, 3) RGB) without copying its pixels.
+
+    The frame shares the array's memory (and keeps it alive): engine pictures are never written after
+    they are handed over, and the encoder only reads them. ``VideoFrame.from_ndarray`` copied the
+    picture first, on the event loop, for every frame sent (repeats too): 0.15-0.5 ms per 512x512 frame
+    more on this machine (``benchmarks/session_cost.py``; docs/benchmarks.md, "Where a session's
+    milliseconds go"). The encoder's yuv420p conversion reads the same pixels either way.
+    """
+    image = np.ascontiguousarray(image, dtype=np.uint8)  # copies only a strided or non-uint8 picture
+    try:
+        return VideoFrame.from_numpy_buffer(image, format="rgb24")
+    except ValueError:  # a shape this PyAV version will not wrap: copy it
+        return VideoFrame.from_ndarray(image, format="rgb24")
+
+
 class FrameBuffer:
     """Rendered frames waiting for the track: bounded (oldest dropped when full), latency-capped
     (when more than ``max_backlog`` frames wait, ``take`` skips to the newest) and draining: when at
@@ -139,7 +155,7 @@ class PacedVideoTrack(MediaStreamTrack):
             self.stills += 1
         if self.first_sent_at is None:
             self.first_sent_at = now
-        out = VideoFrame.from_ndarray(np.ascontiguousarray(self._image, dtype=np.uint8), format="rgb24")
+        out = video_frame(self._image)
         out.pts = round(tick * VIDEO_CLOCK_RATE / self.fps)
         out.time_base = VIDEO_TIME_BASE
         self.sent += 1

@@ -7,6 +7,7 @@
 const ICE_GATHERING_TIMEOUT_MS = 5000;
 const SOCKET_OPEN_TIMEOUT_MS = 5000;
 const ANSWER_TIMEOUT_MS = 30000;
+const ICE_SERVERS_TIMEOUT_MS = 5000;
 
 export const SERVER_UNREACHABLE =
   "Cannot reach the avatar server — check that run_server.py is running, then press Start again";
@@ -21,6 +22,27 @@ export function signallingUrl(location = window.location) {
   const token = new URLSearchParams(location.search || "").get("token");
   const query = token ? `?token=${encodeURIComponent(token)}` : "";
   return `${scheme}//${location.host}/ws${query}`;
+}
+
+/** The server's STUN/TURN servers (server.ice_servers) from `GET /ice-servers` on the signalling
+ * socket's host (with its `?token=`); [] (host candidates only) when they cannot be fetched. */
+export async function fetchIceServers(wsUrl = signallingUrl(), timeoutMs = ICE_SERVERS_TIMEOUT_MS) {
+  const url = new URL(wsUrl);
+  url.protocol = url.protocol === "wss:" ? "https:" : "http:";
+  url.pathname = "/ice-servers";
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), timeoutMs);
+  try {
+    const response = await fetch(url, { signal: abort.signal, cache: "no-store" });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const body = await response.json();
+    return Array.isArray(body?.iceServers) ? body.iceServers : [];
+  } catch (error) {
+    console.warn(`no ICE servers from ${url.pathname} (${error.message}); using host candidates only`);
+    return [];
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Resolves when ICE gathering is complete, or after `timeoutMs` with the candidates found so far. */
@@ -98,8 +120,8 @@ function earlyRefusal(early) {
  */
 export class AvatarSession {
   constructor({
-    micStream = null, avatarId = "", iceServers = [], url = signallingUrl(), handlers = {}, mode = "",
-    audioDirection = "recvonly", channel = "", channelKey = "",
+    micStream = null, avatarId = "", iceServers = null, url = signallingUrl(), handlers = {}, mode = "",
+    audioDirection = "recvonly", channel = "", channelKey = "", iceTransportPolicy = "all",
   }) {
     this.micStream = micStream;
     this.mode = mode;
@@ -108,7 +130,8 @@ export class AvatarSession {
     this.audioDirection = audioDirection;
     this.audioTransceiver = null;
     this.avatarId = avatarId;
-    this.iceServers = iceServers;
+    this.iceServers = iceServers; // null: ask the server (GET /ice-servers)
+    this.iceTransportPolicy = iceTransportPolicy; // "relay": TURN only, the browser's addresses stay hidden
     this.url = url;
     this.handlers = handlers;
     this.pc = null;
@@ -121,7 +144,9 @@ export class AvatarSession {
 
   /** Negotiates the session; resolves once the server's answer is applied, rejects with a user message. */
   async start() {
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    const iceServers = this.iceServers ?? (await fetchIceServers(this.url));
+    this.throwIfStopped();
+    const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: this.iceTransportPolicy });
     this.pc = pc;
     // The microphone goes out on a sendrecv transceiver so the server may echo the voice back on the
     // same m-line; video comes back on a recvonly one.

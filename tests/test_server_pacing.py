@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from av import VideoFrame
 
 from avatar.audio.windowing import AudioRing
 from avatar.engine import Frame
 from server.echo_audio import EchoAudioTrack
 from server.pacing import Pacer
-from server.video_track import FrameBuffer, PacedVideoTrack
+from server.video_track import FrameBuffer, PacedVideoTrack, video_frame
 
 STILL = np.full((64, 64, 3), 7, np.uint8)
 
@@ -49,6 +50,28 @@ async def test_still_image_first_then_frames_then_repeats(fake_clock):
     # fresh = new engine pictures; every sent frame is fresh, repeated or the still portrait
     assert (track.fresh, track.repeated, track.stills, track.sent) == (3, 3, 1, 7)
     assert track.first_fresh_tick == 1 and track.first_fresh_at > track.first_sent_at
+
+
+async def test_sent_frames_wrap_the_engine_picture_without_copying(fake_clock):
+    buffer = FrameBuffer()
+    track = PacedVideoTrack(buffer, STILL, fps=25, clock=fake_clock)
+    rng = np.random.default_rng(0)
+    picture = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    buffer.push(Frame(index=0, image=picture))
+    sent = await track.recv()
+    wrapped = sent.to_ndarray(format="rgb24")
+    assert np.shares_memory(wrapped, picture) and np.array_equal(wrapped, picture)
+    # the encoder's conversion reads the same pixels as from a copied frame
+    copied = VideoFrame.from_ndarray(picture.copy(), format="rgb24")
+    assert np.array_equal(sent.reformat(format="yuv420p").to_ndarray(),
+                          copied.reformat(format="yuv420p").to_ndarray())
+    # a repeat is a new frame object over the same picture (two frames are never one object)
+    repeat = await track.recv()
+    assert repeat is not sent and repeat.pts > sent.pts and track.repeated == 1
+    assert np.array_equal(repeat.to_ndarray(format="rgb24"), picture)
+    # a strided picture (not one block of memory) is sent right too
+    strided = np.ascontiguousarray(np.repeat(picture, 2, axis=1))[:, ::2]
+    assert np.array_equal(video_frame(strided).to_ndarray(format="rgb24"), picture)
 
 
 async def test_late_consumer_resyncs_instead_of_bursting(fake_clock):

@@ -98,9 +98,23 @@ def test_registry_says_busy_beyond_max_sessions():
 
     class Dummy:
         id = "a"
+        closed = False
 
     registry.add(Dummy())
     with pytest.raises(SignallingError, match="server busy: 1 sessions running, try later"):
         registry.check_capacity()
     registry.remove(Dummy())
     registry.check_capacity()
+
+
+def test_a_closing_session_does_not_hold_a_place():
+    """A reloaded page's old session is still tearing down when the new offer comes: not busy."""
+    registry = SessionRegistry(1)
+
+    class Leaving:
+        id = "old"
+        closed = True
+
+    registry.add(Leaving())
+    registry.check_capacity()
+    assert len(registry) == 1 and registry.active() == 0

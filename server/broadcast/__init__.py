@@ -1,0 +1,1 @@
+"""Broadcast fan-out: a session's stream published once into a Janus VideoRoom room (docs/deploy.md)."""
