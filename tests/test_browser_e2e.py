@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -183,6 +184,19 @@ def _launch(playwright, wav: Path, grant_microphone: bool = True):
     if grant_microphone:
         args.append("--use-fake-ui-for-media-stream")
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
+
+
+@contextmanager
+def browser_speaking(folder: Path) -> Iterator[object]:
+    """A Chromium whose fake microphone plays the test speech (written into ``folder``), in a Playwright of
+    its own: for modules that share one browser across their tests."""
+    wav = speech_wav_48k(folder / "speech48k.wav")
+    with sync_api.sync_playwright() as playwright:
+        launched = _launch(playwright, wav)
+        try:
+            yield launched
+        finally:
+            launched.close()
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,7 @@ from tests.test_browser_e2e import (
     CHROMIUM,
     VIDEO_PLAYING_JS,
     ServerProcess,
-    _launch,
-    speech_wav_48k,
+    browser_speaking,
     sync_api,
 )
 
@@ -68,11 +67,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    wav = speech_wav_48k(tmp_path_factory.mktemp("layout-audio") / "speech48k.wav")
-    with sync_api.sync_playwright() as playwright:
-        launched = _launch(playwright, Path(wav))
+    with browser_speaking(tmp_path_factory.mktemp("layout-audio")) as launched:
         yield launched
-        launched.close()
 
 
 def open_page(browser, server: ServerProcess, path: str, size: tuple[int, int]):

@@ -4,7 +4,6 @@ by itself with no controls. Uses the real server (``run_server.py``, parametric 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -18,11 +17,10 @@ from tests.test_browser_e2e import (
     ServerProcess,
     _decode_png,
     _far_corner_box,
-    _launch,
     _motion,
     _start_server,
     _wait_sessions,
-    speech_wav_48k,
+    browser_speaking,
     sync_api,
 )
 
@@ -44,11 +42,8 @@ def pages_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
 
 @pytest.fixture(scope="module")
 def pages_browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    wav = speech_wav_48k(tmp_path_factory.mktemp("pages-audio") / "speech48k.wav")
-    with sync_api.sync_playwright() as playwright:
-        browser = _launch(playwright, Path(wav))
+    with browser_speaking(tmp_path_factory.mktemp("pages-audio")) as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
