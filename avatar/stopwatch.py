@@ -1,4 +1,4 @@
-"""One stopwatch for stage timings, shared by the engines and the benchmarks.
+"""One stopwatch for stage timings, shared by the engines, the renderer and the benchmarks.
 
 ``Stopwatch`` keeps, per named stage, the total milliseconds and the number of timed intervals. Time a
 block with ``with watch.stage("unet"): ...``, or a run of consecutive stages with ``watch.lap("audio")``

@@ -30,7 +30,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -46,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import server  # noqa: E402,F401  (one BLAS thread)
+from benchmarks.stream_benchmark import free_port  # noqa: E402
 from server.cluster.ray_nodes import LOOPBACK_ONLY, USAGE_STATS_OFF, WORKER_NICENESS, require_ray, start_node  # noqa: E402
 from server.config import load_config  # noqa: E402
 from tests.media import vowel_bursts  # noqa: E402
@@ -152,12 +152,6 @@ class Client:
         gaps = np.diff(times)
         at = int(np.argmax(gaps))
         return round(float(gaps[at]), 3), round(float(times[at] - start), 2)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def placed_on(log_path: Path, session: str | None) -> str | None:

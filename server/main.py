@@ -53,6 +53,17 @@ def make_engine(config: Config) -> Engine:
         raise ConfigError(f"engine {e.name!r} failed to start: {exc.__class__.__name__}: {exc}") from None
 
 
+async def wait_for_signal() -> None:
+    """Return at the first SIGINT/SIGTERM; a second one then interrupts the graceful shutdown."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+
+
 async def serve_until_signal(config: Config, engine: Engine | None = None) -> int:
     """Run the server until SIGINT/SIGTERM, then shut down gracefully. Returns the exit code."""
     owns_engine = engine is None
@@ -62,13 +73,7 @@ async def serve_until_signal(config: Config, engine: Engine | None = None) -> in
         await app.start()
         print(f"talking-portrait server on http://{config.server.host}:{app.port}/ "
               f"(engine {engine.name}, Ctrl-C to stop)", file=sys.stderr, flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)  # a second Ctrl-C interrupts the graceful shutdown
+        await wait_for_signal()
         log.info("shutting down")
         await app.stop()
     finally:

@@ -89,6 +89,8 @@ def test_engine_refuses_incomplete_or_damaged_checkpoints(saved, tmp_path):
     assert "emo.json is not valid JSON" in _refusal(ckpt)
     (ckpt / CHECKPOINT_META).write_text(json.dumps({"config": {"autoencoder": {"latent_chanels": 4}}}))
     assert "unknown key autoencoder.latent_chanels" in _refusal(ckpt)
+    (ckpt / CHECKPOINT_META).write_text(json.dumps({"training_steps": "many", "config": {}}))
+    assert "training_steps must be a whole number" in _refusal(ckpt)
     (ckpt / CHECKPOINT_META).unlink()
     assert "not an EMO checkpoint" in _refusal(ckpt)
     (ckpt / CHECKPOINT_META).write_text((saved / CHECKPOINT_META).read_text())

@@ -61,12 +61,18 @@ def _write(tmp_path: Path, text: str) -> Path:
         ("window: {frames: 30}", r"window\.frames \+ motion_frames must be ≤ unet\.max_frames"),
         ("sampler: {audio_guidance: 0.5}", r"sampler\.audio_guidance must be in \[1, 20\]"),
         ("face: [1, 2]", "section 'face' must be a mapping"),
+        ("face: {1: 2, feathr: 0.1}", r"unknown key face\.1 \(section face has:"),
     ],
 )
 def test_bad_yaml_is_a_one_line_error_naming_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message) as info:
         load_emo_config(_write(tmp_path, text))
     assert "\n" not in str(info.value) and "EMO config mine" in str(info.value)
+
+
+def test_a_toy_section_that_is_not_a_mapping_is_a_one_line_error(tmp_path):
+    with pytest.raises(ConfigError, match="section 'toy' must be a mapping"):
+        load_emo_config(_write(tmp_path, "toy: 64"), toy=True)
 
 
 def test_missing_keys_and_sections_take_the_defaults(tmp_path):

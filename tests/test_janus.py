@@ -8,6 +8,7 @@ throw-away Janus (server/broadcast/dev_janus.py) with aiortc viewers subscribed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
@@ -96,6 +97,21 @@ async def _frames_after(client: SpeakClient, count: int, timeout: float = 10.0) 
     return len(client.video) - start
 
 
+@contextlib.asynccontextmanager
+async def _broadcasting(make_config, box_engine_factory, url: str, room: int):
+    """The server with ``server.janus`` at ``url``/``room``: (app, client, socket) once its broadcast offer
+    was answered; everything closed afterwards."""
+    app = await _start_app(make_config, box_engine_factory, **{"server.janus": {"url": url, "room": room}})
+    client = SpeakClient()
+    try:
+        async with connect(f"ws://127.0.0.1:{app.port}/ws") as ws:
+            assert (await _offer(client, ws, broadcast=True))["type"] == "answer"
+            yield app, client, ws
+    finally:
+        await client.close()
+        await app.stop()
+
+
 async def test_a_broadcast_offer_is_refused_when_janus_is_not_configured(make_config, box_engine_factory):
     app = await _start_app(make_config, box_engine_factory)
     client = SpeakClient()
@@ -112,21 +128,13 @@ async def test_a_broadcast_offer_is_refused_when_janus_is_not_configured(make_co
 
 async def test_unreachable_janus_is_one_error_line_and_the_session_goes_on(make_config, box_engine_factory):
     url = f"http://127.0.0.1:{free_port()}/janus"  # nothing listens there
-    app = await _start_app(make_config, box_engine_factory, **{"server.janus": {"url": url, "room": 1234}})
-    client = SpeakClient()
-    try:
-        async with connect(f"ws://127.0.0.1:{app.port}/ws") as ws:
-            reply = await _offer(client, ws, broadcast=True)
-            assert reply["type"] == "answer"
-            error = await client.reply(ws, "broadcasting")
-            assert error["type"] == "error"
-            assert error["message"].startswith(f"broadcast failed: cannot reach Janus at {url}: ")
-            assert "\n" not in error["message"]
-            assert await _frames_after(client, 10) >= 10, "the session's own stream stopped"
-            assert len(app.broadcasts) == 0 and len(app.sessions) == 1
-    finally:
-        await client.close()
-        await app.stop()
+    async with _broadcasting(make_config, box_engine_factory, url, 1234) as (app, client, ws):
+        error = await client.reply(ws, "broadcasting")
+        assert error["type"] == "error"
+        assert error["message"].startswith(f"broadcast failed: cannot reach Janus at {url}: ")
+        assert "\n" not in error["message"]
+        assert await _frames_after(client, 10) >= 10, "the session's own stream stopped"
+        assert len(app.broadcasts) == 0 and len(app.sessions) == 1
 
 
 async def test_janus_client_errors_are_one_line() -> None:
@@ -197,37 +205,21 @@ async def test_a_session_published_once_is_watched_from_janus(make_config, box_e
 @needs_janus
 async def test_a_missing_room_is_one_error_line(make_config, box_engine_factory):
     with DevJanus(room=4321) as janus:
-        app = await _start_app(make_config, box_engine_factory,
-                               **{"server.janus": {"url": janus.url, "room": 999}})
-        client = SpeakClient()
-        try:
-            async with connect(f"ws://127.0.0.1:{app.port}/ws") as ws:
-                assert (await _offer(client, ws, broadcast=True))["type"] == "answer"
-                error = await client.reply(ws, "broadcasting")
-                assert error == {"type": "error", "message": "broadcast failed: Janus joinandconfigure "
-                                                             "failed: No such room (999) (code 426)"}
-                assert await _frames_after(client, 10) >= 10
-        finally:
-            await client.close()
-            await app.stop()
+        async with _broadcasting(make_config, box_engine_factory, janus.url, 999) as (app, client, ws):
+            error = await client.reply(ws, "broadcasting")
+            assert error == {"type": "error", "message": "broadcast failed: Janus joinandconfigure "
+                                                         "failed: No such room (999) (code 426)"}
+            assert await _frames_after(client, 10) >= 10
 
 
 @needs_janus
 async def test_janus_going_away_mid_stream_is_one_error_line(make_config, box_engine_factory):
     with DevJanus(room=4321) as janus:
-        app = await _start_app(make_config, box_engine_factory,
-                               **{"server.janus": {"url": janus.url, "room": 4321}})
-        client = SpeakClient()
-        try:
-            async with connect(f"ws://127.0.0.1:{app.port}/ws") as ws:
-                assert (await _offer(client, ws, broadcast=True))["type"] == "answer"
-                assert (await client.reply(ws, "broadcasting"))["type"] == "broadcasting"
-                janus.process.kill()
-                error = await client.reply(ws, "broadcasting", timeout=15)
-                assert error["type"] == "error" and error["message"].startswith("broadcast ended: "), error
-                assert "\n" not in error["message"]
-                assert await _frames_after(client, 10) >= 10, "the session's own stream stopped"
-                assert len(app.broadcasts) == 0 and len(app.sessions) == 1
-        finally:
-            await client.close()
-            await app.stop()
+        async with _broadcasting(make_config, box_engine_factory, janus.url, 4321) as (app, client, ws):
+            assert (await client.reply(ws, "broadcasting"))["type"] == "broadcasting"
+            janus.process.kill()
+            error = await client.reply(ws, "broadcasting", timeout=15)
+            assert error["type"] == "error" and error["message"].startswith("broadcast ended: "), error
+            assert "\n" not in error["message"]
+            assert await _frames_after(client, 10) >= 10, "the session's own stream stopped"
+            assert len(app.broadcasts) == 0 and len(app.sessions) == 1

@@ -12,10 +12,11 @@ import torch
 
 from avatar.emo.testing import micro_config
 from avatar.errors import ConfigError
-from avatar.training.data import ClipArrays, prepare_videos, save_clip, write_manifest
+from avatar.training.data import prepare_videos
 from avatar.training.dataset import ClipDataset
 from avatar.training.settings import load_train_settings
 from avatar.training.trainer import StageTrainer
+from tests.emo_clips import write_drawn_clips
 from tests.media import ASTRONAUT, vowel_bursts
 
 CROP = 64
@@ -31,20 +32,9 @@ def _threads():
 
 @pytest.fixture(scope="module")
 def clip_data(tmp_path_factory) -> Path:
-    """Two drawn 16-frame clips: a moving bright square 'face' on noise, speech-like audio, boxes, speed."""
-    out = tmp_path_factory.mktemp("clips")
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        frames = (rng.random((16, CROP, CROP, 3)) * 80 + 60).astype(np.uint8)
-        for t in range(16):
-            x = 16 + (t % 4)
-            frames[t, 16:48, x : x + 32] = (220, 180, 150)
-        audio = vowel_bursts(16 / 25, lead_silence_s=0.1)
-        boxes = np.tile([[16, 16, 48, 48]], (16, 1)).astype(np.float32)
-        clip = ClipArrays(frames, audio, boxes, np.zeros((16, 3), np.float32), np.ones(16, np.float32))
-        save_clip(out / f"clip{i}", clip, {"source": f"drawn{i}", "kind": "test", "fps": 25.0})
-    write_manifest(out, CROP, 25.0, [])
-    return out
+    """Two drawn 16-frame clips (``tests.emo_clips``): a moving bright square 'face' on noise, speech-like
+    audio, boxes, speed."""
+    return write_drawn_clips(tmp_path_factory.mktemp("clips"), crop=CROP)
 
 
 @pytest.fixture(scope="module")

@@ -128,6 +128,12 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
         raise ConfigError(f"checkpoint {directory.name}: {CHECKPOINT_META} is not valid JSON") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict):
         raise ConfigError(f"checkpoint {directory.name}: {CHECKPOINT_META} has no config mapping")
+    steps = meta.get("training_steps", 0)
+    if isinstance(steps, bool) or not isinstance(steps, int):
+        raise ConfigError(
+            f"checkpoint {directory.name}: {CHECKPOINT_META} training_steps must be a whole number, "
+            f"got {steps!r}"
+        )
     return meta
 
 

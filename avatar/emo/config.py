@@ -254,7 +254,7 @@ def build_section(section: str, raw: Any, context: str = "EMO config") -> Any:
         raise ConfigError(f"{context}: section {section!r} must be a mapping")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - known)
+    unknown = sorted(str(k) for k in set(raw) - known)  # yaml keys may be numbers
     if unknown:
         raise ConfigError(
             f"{context}: unknown key {section}.{unknown[0]} "
@@ -416,6 +416,8 @@ def load_emo_config(name_or_path: str | Path = "tiny", toy: bool = False) -> Emo
     if not isinstance(raw, dict):
         raise ConfigError(f"EMO config {path.name} must be a mapping of sections (face, window, ...)")
     toy_over = raw.pop("toy", {}) or {}
+    if not isinstance(toy_over, dict):
+        raise ConfigError(f"EMO config {path.name}: section 'toy' must be a mapping of sections")
     if toy:
         raw = _merge(raw, toy_over)
     name = path.stem + ("-toy" if toy else "")

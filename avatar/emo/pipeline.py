@@ -153,9 +153,10 @@ class EmoPipeline:
             raise ValueError(f"reference bank has {len(reference.bank)} entries for {len(layers)} layers")
         bank = []
         for layer, tokens in zip(layers, reference.bank, strict=True):
-            attn = layer.transformer_blocks[0].attn1
-            projected = tokens if isinstance(tokens, ReferenceKeyValues) else None
-            bank.append(projected or ReferenceKeyValues(attn.to_k(tokens), attn.to_v(tokens)))
+            if not isinstance(tokens, ReferenceKeyValues):  # already projected entries are kept
+                attn = layer.transformer_blocks[0].attn1
+                tokens = ReferenceKeyValues(attn.to_k(tokens), attn.to_v(tokens))
+            bank.append(tokens)
         return dataclasses.replace(reference, bank=bank)
 
     @torch.no_grad()
@@ -321,7 +322,5 @@ class EmoPipeline:
             renoise = torch.stack([frame_noise(seed, int(i), n + 1, x.shape[1:]) for i in frame_indices])
             renoise = renoise.to(x.device, x.dtype)
             return sched.add_noise(denoised, renoise, timesteps[n + 1].reshape(1).to(x.device))
-        if isinstance(sched, TCDScheduler):
-            return sched.step(pred, t, x, eta=0.0).prev_sample
-        return sched.step(pred, t, x, eta=0.0).prev_sample
+        return sched.step(pred, t, x, eta=0.0).prev_sample  # TCD and DDIM, deterministic (eta 0)
 

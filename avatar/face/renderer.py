@@ -50,6 +50,7 @@ from avatar.face.retarget import (
     rig_metrics,
     without_opening,
 )
+from avatar.stopwatch import Stopwatch
 
 JAW_GAP = 0.18
 """Inner-lip gap at jaw_open = 1, in face heights (FaceMotion's convention)."""
@@ -326,20 +327,6 @@ def _edge_inverses(vertices: np.ndarray, triangles: np.ndarray) -> tuple[np.ndar
     return inverse, degenerate
 
 
-class _StageClock:
-    """Collects milliseconds per named stage from ``clock`` (seconds)."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self.laps: dict[str, float] = {}
-        self._clock = clock
-        self._last = clock()
-
-    def lap(self, name: str) -> None:
-        now = self._clock()
-        self.laps[name] = (now - self._last) * 1000.0
-        self._last = now
-
-
 @lru_cache(maxsize=4)
 def _pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     """Read-only float32 (size, size) x and y pixel coordinates, shared by all renderers."""
@@ -408,7 +395,7 @@ class PortraitRenderer:
         Per-stage times of the last call are left in ``stage_ms`` (milliseconds of ``self.clock``:
         wall time by default; benchmarks may set ``time.thread_time`` to ignore CPU contention).
         """
-        clock = _StageClock(self.clock)
+        clock = Stopwatch(self.clock)
         m = clamp_motion(motion)
         disp = self.model.displacements(m)
         sampler = self.rig.sampler
@@ -419,7 +406,7 @@ class PortraitRenderer:
         clock.lap("motion")
         image = self.rig.image if source is None else source
         if not moving.any():
-            self.stage_ms = clock.laps
+            self.stage_ms = clock.totals()
             return image.copy()
         size, step = self.rig.size, sampler.grid.step
         rows, cols = np.flatnonzero(moving.any(axis=1)), np.flatnonzero(moving.any(axis=0))
@@ -464,7 +451,7 @@ class PortraitRenderer:
             rest_layer = self._jaw_at_rest(m, box) if self.mouth.rest_open else None
             self.mouth.paint(frame, upper, lower, box, rest_layer)
         clock.lap("mouth")
-        self.stage_ms = clock.laps
+        self.stage_ms = clock.totals()
         return frame
 
     def _jaw_at_rest(self, m: FaceMotion, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -120,25 +120,22 @@ class Broadcasts:
 
     async def stop(self, session: Session) -> None:
         """Stop publishing ``session`` (its own stream goes on); idempotent."""
-        task = self._tasks.pop(session.id, None)
-        publisher = self._publishers.pop(session.id, None)
+        await self._stop(session.id)
+
+    async def stop_all(self) -> None:
+        for session_id in list(self._tasks):
+            await self._stop(session_id)
+
+    async def _stop(self, session_id: str) -> None:
+        task = self._tasks.pop(session_id, None)
+        publisher = self._publishers.pop(session_id, None)
         if task is not None and task is not asyncio.current_task() and not task.done():
             task.cancel()
             await asyncio.wait([task], timeout=2.0)
         if publisher is not None:
             await publisher.stop()
-        for proxy in self._proxies.pop(session.id, []):
+        for proxy in self._proxies.pop(session_id, []):
             proxy.stop()
-
-    async def stop_all(self) -> None:
-        for session_id in list(self._tasks):
-            publisher = self._publishers.pop(session_id, None)
-            task = self._tasks.pop(session_id)
-            task.cancel()
-            if publisher is not None:
-                await publisher.stop()
-            for proxy in self._proxies.pop(session_id, []):
-                proxy.stop()
 
 
 async def client_connected(session: Session, timeout_s: float = CLIENT_WAIT_S) -> None:

@@ -17,7 +17,6 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -78,20 +77,11 @@ def read_config(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.set, flags)
 
 
-async def wait_for_signal() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.remove_signal_handler(sig)
-
-
 async def serve_gateway(config: Config) -> None:
     """The gateway until SIGINT/SIGTERM (the caller has joined Ray)."""
     from server.cluster.gateway import Gateway
     from server.cluster.ray_nodes import RayDirectory
+    from server.main import wait_for_signal
 
     gateway = Gateway(config, RayDirectory(config.cluster.namespace))
     await gateway.start()
@@ -155,6 +145,7 @@ async def run_local(config: Config, nodes: int, cpus_per_node: int) -> None:
 async def run_node(config: Config, name: str) -> None:
     """Node actor ``name`` on this machine's Ray node until SIGINT/SIGTERM."""
     from server.cluster.ray_nodes import connect, require_ray, start_node
+    from server.main import wait_for_signal
 
     connect(config.cluster.address, config.cluster.namespace, log_to_driver=True)
     ray = require_ray()
@@ -172,6 +163,7 @@ async def run_node(config: Config, name: str) -> None:
 
 async def node_call(config: Config, method: str, *names_and_args: Any) -> list[dict[str, Any]]:
     """``status``/``drain`` on nodes through Ray (no gateway needed)."""
+    from server.cluster.gateway import NodeUnavailable
     from server.cluster.ray_nodes import RayDirectory, connect
 
     connect(config.cluster.address, config.cluster.namespace)
@@ -180,7 +172,10 @@ async def node_call(config: Config, method: str, *names_and_args: Any) -> list[d
         name, undo = names_and_args
         if name not in found:
             raise ConfigError(f"no node named {name!r}; nodes: {', '.join(sorted(found)) or 'none'}")
-        return [await found[name].call("drain", not undo, timeout=10.0)]
+        try:
+            return [await found[name].call("drain", not undo, timeout=10.0)]
+        except NodeUnavailable as exc:
+            raise ConfigError(f"node {name} did not answer: {exc}") from None
     results = await asyncio.gather(*(h.call("status", timeout=5.0) for h in found.values()),
                                    return_exceptions=True)
     return [r if isinstance(r, dict) else {"name": n, "error": str(r)}

@@ -161,6 +161,7 @@ class Gateway(App):
         self._links: dict[SocketState, ClientLink] = {}
         self._count = 0
         self._discovery: asyncio.Task | None = None
+        self._cleanups: set[asyncio.Task] = set()  # kept until done: the loop holds only weak references
 
     # ---------------------------------------------------------------------------- lifecycle
     async def start(self, host: str | None = None, port: int | None = None) -> None:
@@ -169,7 +170,7 @@ class Gateway(App):
         self._discovery = asyncio.ensure_future(self._discover_forever())
 
     async def stop(self) -> None:
-        for task in [self._discovery, *self._watchers.values()]:
+        for task in [self._discovery, *self._watchers.values(), *self._cleanups]:
             if task is not None:
                 task.cancel()
         await super().stop()
@@ -327,7 +328,9 @@ class Gateway(App):
             except NodeUnavailable as exc:
                 log.warning("node %s did not take the offer: %s", node.name, exc)
                 self.placement.failed(node.name)
-                asyncio.ensure_future(self._forget_on(node.name, link.client))
+                cleanup = asyncio.ensure_future(self._forget_on(node.name, link.client))
+                self._cleanups.add(cleanup)
+                cleanup.add_done_callback(self._cleanups.discard)
                 continue
             answer = json.loads(reply)
             if answer.get("type") != "answer":
