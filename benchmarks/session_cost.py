@@ -14,10 +14,11 @@ defaults) and goes through what a live session does to each frame:
 * ``wrap``: ``server.video_track.video_frame``, the rgb24 ``av.VideoFrame`` ``PacedVideoTrack.recv``
   sends (before 2026-12-07 a copy, ``VideoFrame.from_ndarray``; now the picture's memory wrapped);
 * ``rgb_to_yuv``: ``frame.reformat(format="yuv420p")``, what aiortc's encoders do first;
-* ``vp8``: aiortc's own ``Vp8Encoder`` (``aiortc.codecs.get_encoder`` for ``video/VP8``, its default
-  bitrate 500 kbps, its settings) encoding and packetising that yuv420p frame;
-* ``h264``: aiortc's ``H264Encoder`` (libx264, 1 Mbps default) on the same frame (a session uses one
-  of the two: VP8 with the pages and aiortc clients, which offer it first);
+* ``vp8``: the VP8 encoder the server's senders use (``video.encoding: rendered``, the default:
+  aiortc's ``Vp8Encoder`` without the denoiser at cpu-used -12, server/video_encoders.py; before
+  2026-12-08 aiortc's own settings), 500 kbps, encoding and packetising that yuv420p frame;
+* ``h264``: the same for ``H264Encoder`` (libx264 at ``preset superfast``, 1 Mbps) on the same frame (a
+  session uses one of the two: VP8 with the pages and aiortc clients, which offer it first);
 * ``vp8_repeat``: what a *repeated* tick costs the VP8 encoder (a second encoder is given every picture
   twice; the second encode is timed): the track sends the last picture again when the engine is late.
 
@@ -59,7 +60,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-from aiortc.codecs import get_encoder
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +74,7 @@ from avatar.parametric.engine import ParametricEngine  # noqa: E402
 from avatar.provenance import Payload  # noqa: E402
 from avatar.provenance.marked_session import shared_watermarker  # noqa: E402
 from avatar.render import frame_count  # noqa: E402
+from server.video_encoders import rendered_get_encoder  # noqa: E402
 from server.video_track import video_frame  # noqa: E402
 
 SHARED_SPEECH = ROOT.parent / "shared" / "media" / "speech"
@@ -104,8 +105,9 @@ def speech(seconds: float) -> tuple[np.ndarray, str]:
 
 
 def video_encoder(mime: str):  # noqa: ANN201 - aiortc's Encoder
-    """aiortc's encoder for ``mime`` exactly as ``RTCRtpSender`` gets it."""
-    return get_encoder(RTCRtpCodecParameters(mimeType=mime, clockRate=VIDEO_TIME_BASE, payloadType=96))
+    """The encoder for ``mime`` as the server's ``RTCRtpSender`` gets it (``video.encoding: rendered``)."""
+    codec = RTCRtpCodecParameters(mimeType=mime, clockRate=VIDEO_TIME_BASE, payloadType=96)
+    return rendered_get_encoder(codec)
 
 
 def stage_costs(size: int, portrait: str, audio: np.ndarray, seed: int = 0) -> dict:

@@ -4,7 +4,9 @@ Delivery paths measured on every source sequence (512x512 frames at 25 fps):
 
 * ``vp8-500k`` / ``vp8-250k`` / ``vp8-1500k``: aiortc's own ``Vp8Encoder`` (PyAV ``libvpx``; realtime,
   CBR, cpu-used -6, noise-sensitivity 4; 500 kbps is aiortc's default, 250k/1.5M its min/max),
-  packetized to RTP payloads, depacketized and decoded with PyAV as a browser-side receiver would.
+  packetized to RTP payloads, depacketized and decoded with PyAV as a browser-side receiver would;
+  ``vp8r-500k`` / ``vp8r-250k``: the server's default ``video.encoding: rendered`` (the same encoder
+  without the denoiser, cpu-used -12: server/video_encoders.py).
 * ``h264-crf23``: PyAV ``libx264`` at its defaults (crf 23, preset medium, yuv420p) into an MP4 file.
 * ``resize256-area`` / ``resize256-linear``: downscaled to 256 px; ``png``: lossless screenshot;
   ``jpeg75``: a JPEG screenshot at quality 75 (extra).
@@ -108,12 +110,15 @@ def sources(quick: bool) -> dict[str, Frames]:
 
 
 # ------------------------------------------------------------------------------------------- paths
-def vp8_aiortc(frames: Frames, bitrate: int) -> Frames:
-    """aiortc's VP8 sender at ``bitrate`` -> RTP payloads -> depacketize -> libvpx decode."""
+def vp8_aiortc(frames: Frames, bitrate: int, rendered: bool = False) -> Frames:
+    """aiortc's VP8 sender at ``bitrate`` -> RTP payloads -> depacketize -> libvpx decode. ``rendered``:
+    the server's default encoder (``video.encoding: rendered``: no denoiser, cpu-used -12)."""
     from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder, vp8_depayload
     from aiortc.jitterbuffer import JitterFrame
 
-    encoder, decoder = Vp8Encoder(), Vp8Decoder()
+    from server.video_encoders import RenderedVp8Encoder
+
+    encoder, decoder = (RenderedVp8Encoder() if rendered else Vp8Encoder()), Vp8Decoder()
     encoder.target_bitrate = bitrate
     out: Frames = []
     for i, rgb in enumerate(frames):
@@ -159,6 +164,8 @@ PATHS: dict[str, Callable[[Frames], Frames]] = {
     "vp8-1500k": lambda frames: vp8_aiortc(frames, 1_500_000),
     "vp8-500k": lambda frames: vp8_aiortc(frames, 500_000),
     "vp8-250k": lambda frames: vp8_aiortc(frames, 250_000),
+    "vp8r-500k": lambda frames: vp8_aiortc(frames, 500_000, rendered=True),
+    "vp8r-250k": lambda frames: vp8_aiortc(frames, 250_000, rendered=True),
 }
 
 

@@ -45,6 +45,7 @@ from server.speaker import SendText, TtsProvider
 from server.speech_requests import SpeechMessage, deliver
 from server.static_files import StaticFiles
 from server.uploads import PortraitUploads, UploadRequest
+from server.video_encoders import install as install_video_encoding
 
 log = logging.getLogger("server.app")
 WS_PATH = "/ws"
@@ -70,6 +71,7 @@ class App:
         self.config = config
         self.engine = engine
         self.clock = clock
+        install_video_encoding(config.video.encoding)  # process-wide: aiortc's senders made from now on
         self.avatars = AvatarRegistry(
             engine, config.path(config.avatar.default), config.path(config.avatar.dir),
             require_consent=config.avatar.require_consent, framing=config.avatar.framing,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from avatar.errors import ConfigError
 from avatar.face.framing import parse_framing
 from server.broadcast.settings import parse_janus
 from server.capacity import AUTO, default_max_sessions
+from server.modes import VideoEncoding
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
@@ -107,6 +109,9 @@ class WindowSettings:
 class VideoSettings:
     frame_queue: int = 8
     echo_audio: bool = False
+    encoding: VideoEncoding = VideoEncoding.RENDERED
+    """The outgoing encoders' settings: ``rendered`` (aiortc's VP8/H.264 without the denoiser, at faster
+    speed steps: server/video_encoders.py) or ``aiortc`` (exactly as aiortc sets them)."""
 
 
 @dataclass(frozen=True)
@@ -330,6 +335,11 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         if value.strip().lower() != AUTO:
             raise ConfigError(f"{key} must be a whole number or '{AUTO}', got {value!r}")
         return AUTO_VALUES[key]()
+    if isinstance(default, Enum):
+        choices = [c.value for c in type(default)]
+        if value not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+        return type(default)(value)
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"{key} must be true or false, got {value!r}")

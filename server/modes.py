@@ -55,3 +55,12 @@ class SpeechState(StrEnum):
     """Speech is on the timeline but its first frame has not been shown yet."""
     SPEAKING = "speaking"
     """The video shows the speech (``speaking_started`` was sent)."""
+
+
+class VideoEncoding(StrEnum):
+    """``video.encoding``: which settings the outgoing video encoders use (server/video_encoders.py)."""
+
+    RENDERED = "rendered"
+    """aiortc's VP8/H.264 encoders set for noise-free rendered pictures: cheaper, same bitrate."""
+    AIORTC = "aiortc"
+    """aiortc's encoders exactly as aiortc sets them."""
