@@ -3,8 +3,9 @@
 ``Stopwatch`` keeps, per named stage, the total milliseconds and the number of timed intervals. Time a
 block with ``with watch.stage("unet"): ...``, or a run of consecutive stages with ``watch.lap("audio")``
 (the time since the previous lap or ``restart``). A ``sync`` callable (e.g. ``torch.cuda.synchronize``)
-runs before every reading, so asynchronous GPU work is charged to the stage that queued it. Cheap: two
-clock readings and two dict updates per interval; not thread-safe (one per session or benchmark).
+runs before every reading, so asynchronous GPU work is charged to the stage that queued it. Cheap: one
+clock reading per ``lap`` (two per ``stage``) and two dict updates per interval; not thread-safe (one per
+session or benchmark).
 """
 
 from __future__ import annotations

@@ -127,7 +127,6 @@ def measure(log: OutputLog, audio_in_at: float, idle_until: float, interrupt_at:
 # -- pipecat --
 
 
-
 async def speak(worker, speech: np.ndarray) -> None:
     """Queue one TTS turn into a pipecat pipeline worker: started, 20 ms audio frames, stopped."""
     from pipecat.frames.frames import TTSAudioRawFrame, TTSStartedFrame, TTSStoppedFrame
@@ -137,6 +136,7 @@ async def speak(worker, speech: np.ndarray) -> None:
     for begin in range(0, len(speech), step):
         await worker.queue_frame(TTSAudioRawFrame(speech[begin : begin + step].tobytes(), AUDIO_RATE, 1))
     await worker.queue_frame(TTSStoppedFrame())
+
 
 async def run_pipecat(portrait: Path, speech: np.ndarray, idle_s: float = 1.0,
                       interrupt_after_s: float | None = None, tail_s: float = 0.5,

@@ -71,8 +71,9 @@ def main() -> None:
             first_window_ms = ms
             continue
         per_window.append(ms)
+        timings = session.stage_timings()
         for k in COMPONENTS:
-            parts[k].append(session.stage_timings().get(k, 0.0))
+            parts[k].append(timings.get(k, 0.0))
 
     lat = cfg.latent_size
     print(

@@ -44,6 +44,7 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.stream_benchmark import write_json  # noqa: E402
 from server.broadcast.dev_janus import DevJanus  # noqa: E402
 from server.broadcast.janus_api import JanusSession  # noqa: E402
 from server.broadcast.viewer import JanusViewer, picture_fingerprint  # noqa: E402
@@ -350,9 +351,7 @@ def main() -> int:
     finally:
         janus.stop()
     print(table(result))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    write_json(args.json, result)
     return 0
 
 

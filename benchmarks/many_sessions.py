@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 import urllib.request
@@ -28,7 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from avatar.audio.io import load_audio  # noqa: E402
-from benchmarks.stream_benchmark import DEFAULT_AUDIO, analyse, start_server, stream  # noqa: E402
+from benchmarks.stream_benchmark import (  # noqa: E402
+    DEFAULT_AUDIO,
+    analyse,
+    start_server,
+    stream,
+    write_json,
+)
 
 TARGET_FPS = 20.0
 
@@ -156,9 +161,7 @@ def main() -> int:
             process.wait(timeout=30)
     print(table(results))
     print("\n".join(tail))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    write_json(args.json, results)
     return 0
 
 

@@ -73,7 +73,7 @@ from avatar.motion import create_motion  # noqa: E402
 from avatar.parametric.engine import ParametricEngine  # noqa: E402
 from avatar.provenance import Payload  # noqa: E402
 from avatar.provenance.marked_session import shared_watermarker  # noqa: E402
-from avatar.render import frame_count  # noqa: E402
+from avatar.render import frame_count, render_frames  # noqa: E402
 from server.video_encoders import rendered_get_encoder  # noqa: E402
 from server.video_track import video_frame  # noqa: E402
 
@@ -98,8 +98,7 @@ def speech(seconds: float) -> tuple[np.ndarray, str]:
         if len(audio) < seconds * 16000:
             audio = np.tile(audio, int(np.ceil(seconds * 16000 / len(audio))))
         return audio[: int(seconds * 16000)], " + ".join(f.name for f in files)
-    sys.path.insert(0, str(ROOT / "tests"))
-    from media import vowel_bursts
+    from tests.media import vowel_bursts
 
     return vowel_bursts(seconds), "synthetic vowel bursts (tests/media.py)"
 
@@ -288,8 +287,6 @@ def encoder_settings(images: list[np.ndarray]) -> list[dict]:
 
 def rendered_frames(size: int, portrait: str, audio: np.ndarray) -> list[np.ndarray]:
     """The watermarked frames a session streams for ``audio`` (``avatar.render.render_frames``)."""
-    from avatar.render import render_frames
-
     engine = ParametricEngine(fps=FPS, size=size, framing="head_and_shoulders")
     return [f.image for f in render_frames(engine, engine.prepare(portrait), audio, seed=0)]
 
@@ -344,10 +341,9 @@ def stream_overhead(seconds: float, audio: np.ndarray) -> dict:
     """CPU ms per sent frame of each server thread group over a real one-session stream."""
     import subprocess
     import tempfile
-    import urllib.request
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from stream_benchmark import free_port, fresh_counts, stream
+    from benchmarks.screenshot import wait_healthy
+    from benchmarks.stream_benchmark import free_port, fresh_counts, stream
 
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "cpu.jsonl"
@@ -359,15 +355,7 @@ def stream_overhead(seconds: float, audio: np.ndarray) -> dict:
         process = subprocess.Popen(cmd, cwd=ROOT, env=env)
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    with urllib.request.urlopen(url + "/health", timeout=2):
-                        break
-                except OSError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit("session_cost: the server did not start") from None
-                    time.sleep(0.3)
+            wait_healthy(url, process, timeout_s=120)
             padded = np.zeros(int(max(seconds, len(audio) / 16000 + 2.0) * 16000), np.float32)
             padded[32000: 32000 + len(audio)] = audio[: len(padded) - 32000]
             run = asyncio.run(stream(url.replace("http://", "ws://") + "/ws", padded, None, 0.5))

@@ -40,6 +40,7 @@ from benchmarks.stream_benchmark import (  # noqa: E402
     exchange_offer,
     fresh_counts,
     start_server,
+    write_json,
 )
 from tests.paced_audio import PacedAudioTrack  # noqa: E402
 
@@ -229,9 +230,7 @@ def main() -> int:
     result = analyse(run, args.fps)
     for key, value in result.items():
         print(f"| {key} | {value} |")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    write_json(args.json, result)
     return 0
 
 

@@ -243,6 +243,13 @@ def markdown(result: dict) -> str:
     return "\n".join(rows)
 
 
+def write_json(path: str | None, data: object) -> None:
+    """``data`` as indented JSON into ``path`` (``--json``; its folder made); nothing without a path."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(data, indent=2))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -306,9 +313,7 @@ def main() -> int:
     result = analyse(run, args.silence, len(speech) / 16000)
     result["audio"] = Path(args.audio).name
     print(markdown(result))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+    write_json(args.json, result)
     return 0
 
 

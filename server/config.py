@@ -427,8 +427,8 @@ def _check_cluster(cluster: ClusterSettings) -> None:
             if not isinstance(resource, str) or isinstance(share, bool) or not isinstance(share, int | float):
                 raise ConfigError(f"{where} must map resource names to numbers, got {resource!r}: {share!r}")
             if not 0 < share <= 1024:
-                raise ConfigError(f"{where}.{resource} must be above 0 (a share of the resource per "
-                                  f"session), got {share!r}")
+                raise ConfigError(f"{where}.{resource} must be above 0 and at most 1024 (a share of the "
+                                  f"resource per session), got {share!r}")
     if cluster.heartbeat_s + cluster.node_timeout_s > 5.0:
         total = cluster.heartbeat_s + cluster.node_timeout_s
         raise ConfigError("cluster.heartbeat_s + cluster.node_timeout_s must be at most 5 s (clients of a "

@@ -6,6 +6,7 @@ cluster command are one line."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import sys
 import time
@@ -201,9 +202,65 @@ async def test_a_draining_node_keeps_its_session_and_takes_no_new_one(cluster):
         await second.close()
 
 
+async def test_an_offer_cancelled_in_flight_gives_its_slot_back(make_config):
+    """The socket's handler cancelled (shutdown) while a node holds the offer: the slot counted as pending
+    for that offer is free again."""
+    from server.app import SocketState
+    from server.limits import MessageRateLimit
+
+    class Stalled:
+        async def call(self, method: str, *args: Any, timeout: float) -> Any:
+            if method == "status":
+                return {"engine": "parametric", "capacity": 1, "running": 0, "draining": False}
+            await asyncio.sleep(3600)  # the offer never gets an answer
+
+    directory = LocalDirectory()
+    directory.nodes["a"] = Stalled()  # type: ignore[assignment]
+    gateway = Gateway(make_config(**FAST), directory)
+    try:
+        assert await gateway.discover() == ["a"]
+        state = SocketState(peer="test", limit=MessageRateLimit(100, 100))
+        offer = '{"type": "offer", "sdp": "v=0\\r\\nm=video 9 UDP/TLS/RTP/SAVPF 96\\r\\n"}'
+        handling = asyncio.ensure_future(gateway.handle_message(state, offer, lambda text: asyncio.sleep(0)))
+        async with asyncio.timeout(5):
+            while gateway.placement.nodes["a"].pending == 0:
+                await asyncio.sleep(0.01)
+        handling.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await handling
+        assert gateway.placement.nodes["a"].pending == 0
+        assert gateway.placement.place("parametric").name == "a"  # its one slot is free
+    finally:
+        await gateway.stop()
+
+
+def test_the_gateways_frame_totals_do_not_go_down_when_a_session_ends(make_config):
+    from server.cluster.gateway import RemoteAvatar, RemoteSession
+    from server.logs import SessionLog
+
+    gateway = Gateway(make_config(**FAST), LocalDirectory())
+
+    def frames_sent() -> float:
+        line = next(line for line in gateway.metrics.render().splitlines()
+                    if line.startswith("avatar_frames_sent_total "))
+        return float(line.split()[1])
+
+    session = RemoteSession("s1", "a", "c1", RemoteAvatar("default"), gateway,
+                            SessionLog(logging.getLogger("test"), "s1"))
+    gateway.sessions.add(session)  # type: ignore[arg-type]
+    session.counters = {"frames_sent": 250.0, "queue_depth": 2.0}  # from its latest stats event
+    assert frames_sent() == 250
+    gateway._forget_session(session)  # it ended (socket closed, node lost or its "ended" event)
+    gateway._forget_session(session)  # told twice: counted once
+    assert len(gateway.sessions) == 0 and frames_sent() == 250
+
+
 def test_bad_cluster_configuration_is_one_line_at_start_up(make_config, tmp_path):
     with pytest.raises(ConfigError, match=r"^cluster.session_cost.parametric.CPU must be above 0"):
         make_config(**{"cluster.session_cost": {"parametric": {"CPU": 0}}})
+    with pytest.raises(ConfigError, match=r"^cluster.session_cost.emo.GPU must be above 0 and at most 1024 "
+                                          r"\(a share of the resource per session\), got 2000$"):
+        make_config(**{"cluster.session_cost": {"emo": {"GPU": 2000}}})
     with pytest.raises(ConfigError, match=r"^cluster.heartbeat_s \+ cluster.node_timeout_s must be at most"):
         make_config(**{"cluster.heartbeat_s": 2.0, "cluster.node_timeout_s": 4.0})
     with pytest.raises(ConfigError, match="avatar.allow_upload is not supported on a cluster gateway"):

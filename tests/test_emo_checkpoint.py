@@ -99,6 +99,17 @@ def test_engine_refuses_incomplete_or_damaged_checkpoints(saved, tmp_path):
     assert "cannot read" in _refusal(ckpt)
 
 
+def test_a_damaged_stored_config_names_the_checkpoint(saved, tmp_path):
+    ckpt = _copy(saved, tmp_path)
+    meta = json.loads((ckpt / CHECKPOINT_META).read_text())
+    meta["config"]["sampler"]["steps"] = 99  # more than lcm's 50
+    (ckpt / CHECKPOINT_META).write_text(json.dumps(meta))
+    where = r"^checkpoint copy \(emo\.json\): EMO config tiny: sampler\.steps"
+    with pytest.raises(ConfigError, match=where) as info:
+        load_checkpoint(ckpt)  # no config given: the stored one is validated
+    assert "\n" not in str(info.value)
+
+
 def test_shipped_demo_checkpoint_written_before_the_typed_config_still_fits():
     """avatar/assets/emo_demo/emo.json holds only the keys its sections had then; defaults fill the rest."""
     from avatar.emo.engine import DEMO_CHECKPOINT

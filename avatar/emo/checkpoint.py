@@ -170,7 +170,10 @@ def load_checkpoint(directory: str | Path, config: EmoConfig | None = None) -> E
     meta = read_meta(directory)
     saved = meta.get("config", {})
     if config is None:
-        config = EmoConfig.from_dict(saved, str(meta.get("config_name", directory.name)))
+        try:
+            config = EmoConfig.from_dict(saved, str(meta.get("config_name", directory.name)))
+        except ConfigError as exc:  # say where the bad config is: this emo.json, not a yaml
+            raise ConfigError(f"checkpoint {directory.name} ({CHECKPOINT_META}): {exc}") from None
     check_fit(saved, config, directory.name)
     pipe = build_pipeline(config)
     for name, module in pipe.trainable_modules().items():

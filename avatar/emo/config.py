@@ -25,6 +25,9 @@ from avatar.errors import ConfigError
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "emo"
 MAX_AUDIO_GUIDANCE = 20.0
 """Upper bound of ``sampler.audio_guidance`` (and of the distillation's teacher guidance); 1 is off."""
+FEW_STEP_MAX_STEPS = 50
+"""Most ``sampler.steps`` for lcm and tcd (diffusers' ``original_inference_steps``: the schedule they
+pick their steps from)."""
 
 
 class Composite(StrEnum):
@@ -348,6 +351,16 @@ class EmoConfig:
         name = self.name
         crop = self.face.crop_size
         levels = len(self.unet.block_out_channels)
+        grouped: dict[str, UnetSection | AutoencoderSection] = {"unet": self.unet}
+        if self.autoencoder.kind == AutoencoderKind.SD_VAE:
+            grouped["autoencoder"] = self.autoencoder
+        for section, shape in grouped.items():
+            groups, sizes = shape.norm_num_groups, shape.block_out_channels
+            if not sizes or groups < 1 or any(c < 1 or c % groups for c in sizes):  # GroupNorm per block
+                raise ConfigError(
+                    f"EMO config {name}: {section}.block_out_channels must be a non-empty list of sizes "
+                    f"divisible by {section}.norm_num_groups ({groups})"
+                )
         if crop < 8 or crop % self.downsample_factor or self.latent_size % 2 ** (levels - 1):
             raise ConfigError(
                 f"EMO config {name}: face.crop_size {crop} must give a latent divisible by "
@@ -360,8 +373,15 @@ class EmoConfig:
             raise ConfigError(f"EMO config {name}: window.frames + motion_frames must be ≤ unet.max_frames")
         if w.audio_context < 0 or w.crossfade_frames < 0:
             raise ConfigError(f"EMO config {name}: window.audio_context and crossfade_frames must be ≥ 0")
-        if self.sampler.steps < 1:
-            raise ConfigError(f"EMO config {name}: sampler.steps must be an integer ≥ 1")
+        sampler = self.sampler
+        most = sampler.num_train_timesteps
+        if sampler.scheduler in (SchedulerKind.LCM, SchedulerKind.TCD):
+            most = min(most, FEW_STEP_MAX_STEPS)
+        if not 1 <= sampler.steps <= most:
+            raise ConfigError(
+                f"EMO config {name}: sampler.steps must be an integer in [1, {most}] for scheduler "
+                f"{sampler.scheduler} (num_train_timesteps {sampler.num_train_timesteps})"
+            )
         if not 1 <= self.sampler.audio_guidance <= MAX_AUDIO_GUIDANCE:
             raise ConfigError(
                 f"EMO config {name}: sampler.audio_guidance must be in [1, {MAX_AUDIO_GUIDANCE:g}]"

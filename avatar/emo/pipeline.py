@@ -259,6 +259,7 @@ class EmoPipeline:
         x = noise * float(self.scheduler.init_noise_sigma)
         k = 0 if pinned_latents is None else int(pinned_latents.shape[0])
         ramp = torch.linspace(1.0, 0.0, k + 2)[1:-1].view(-1, 1, 1, 1).to(device) if k else None
+        pinned = pinned_latents.to(device, dtype) if k else None
         lap("prepare")
 
         # 6. denoising loop (audio classifier-free guidance: a second, silent pass per step when > 1)
@@ -273,7 +274,6 @@ class EmoPipeline:
                         [frame_noise(seed, int(i), n, (c, hl, wl)) for i in frame_indices[:k]]
                     ).to(device, dtype)
                 )
-                pinned = pinned_latents.to(device, dtype)
                 renoised = self.scheduler.add_noise(pinned, step_noise, t.reshape(1).to(device))
                 x[:k] = ramp * renoised + (1 - ramp) * x[:k]
             model_in = self.scheduler.scale_model_input(x, t)

@@ -116,7 +116,9 @@ class MotionModel:
         # --- jaw: lower lip, chin and jaw line move down; corners follow partly -------------------
         up_in, low_in = list(LIPS_INNER_UPPER), list(LIPS_INNER_LOWER)
         self.rest_gaps = np.maximum((lm[low_in] - lm[up_in]) @ ey, 0.0)
-        rest_center_gap = float(self.rest_gaps[5])
+        self.rest_center_gap = rest_center_gap = float(self.rest_gaps[5])
+        """Pixels: the portrait's resting inner-lip gap at the mouth's centre; ``close_rest`` = 1 lifts the
+        jaw field by this much (closing the resting opening)."""
         # Narrow mouths (or mouths hidden under a moustache) open less: an opening much taller than
         # the mouth is wide reads as a hole, not a mouth.
         target_gap = min(JAW_GAP * height, MAX_GAP_PER_HALF_WIDTH * half)
@@ -137,8 +139,6 @@ class MotionModel:
         jaw[upper_lip] = 0.0
         jaw = np.maximum(jaw, corner_w)
         self.jaw = jaw
-        self.close_field = jaw * rest_center_gap
-        """Pixels (V,) along ey that close the portrait's resting mouth opening (``close_rest`` = 1)."""
         self.corner_pull = -0.1 * half * np.sign(u) * corner_w / 0.35  # corners move inward, pixels
 
         # --- lips: width (spread / round), pout, press --------------------------------------------
@@ -262,7 +262,7 @@ class MotionModel:
         upper one), for warping the real interior of an open portrait mouth.
         """
         ex, ey = self.ex, self.ey
-        down = self.jaw * (m.jaw_open * self.jaw_travel) - self.close_field * m.close_rest
+        down = self.jaw * (m.jaw_open * self.jaw_travel - m.close_rest * self.rest_center_gap)
         across = self.corner_pull * m.jaw_open
         across += self.mouth_scale * (0.14 * m.lip_width if m.lip_width > 0 else 0.3 * m.lip_width)
         down += self.smile * max(m.lip_width, 0.0) + self.pout * max(-m.lip_width, 0.0)

@@ -354,9 +354,9 @@ def cut_frames(landmarks: np.ndarray, scale: np.ndarray, valid: np.ndarray) -> t
 
 
 def turned_or_unfitted(tracks: canonical.FaceTracks) -> tuple[np.ndarray, np.ndarray]:
-    """Frames (bool (frames,) each) whose face is in profile (``|yaw| > MAX_YAW_DEG``) and whose mesh fits
-    the canonical face badly (residual above ``MAX_FIT_RESIDUAL``), among ``tracks.valid`` frames: where
-    the face mesh's lips cannot be trusted."""
+    """Two masks (bool (frames,) each) of ``tracks.valid`` frames: the face in profile (``|yaw| >
+    MAX_YAW_DEG``), and the mesh fitting the canonical face badly (residual above ``MAX_FIT_RESIDUAL``, or
+    NaN): where the face mesh's lips cannot be trusted."""
     with np.errstate(invalid="ignore"):
         yaw = np.degrees(np.abs(tracks.pose[:, 1]))
         residual = fit_residual(tracks.aligned)

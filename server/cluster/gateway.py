@@ -41,6 +41,7 @@ from server.cluster.placement import NodeState, Placement
 from server.config import Config
 from server.logs import SessionLog
 from server.session import SessionRegistry
+from server.session_stats import GAUGES
 from server.signalling import Interrupt, Offer, PushAudio, Say, SignallingError
 
 log = logging.getLogger("server.cluster.gateway")
@@ -332,6 +333,9 @@ class Gateway(App):
                 self._cleanups.add(cleanup)
                 cleanup.add_done_callback(self._cleanups.discard)
                 continue
+            except BaseException:  # cancelled (shutdown) or a bug: the pending slot must not stay taken
+                self.placement.failed(node.name)
+                raise
             answer = json.loads(reply)
             if answer.get("type") != "answer":
                 message = str(answer.get("message", ""))
@@ -425,10 +429,15 @@ class Gateway(App):
             self._forget_session(session)
 
     def _forget_session(self, session: RemoteSession) -> None:
+        """``session`` is over: its slot is free, its counters join the ended sessions' (once)."""
+        if session.closed:
+            return
         session.closed = True
         session.running = False
         self.placement.ended(session.id)
         self.sessions.remove(session)  # type: ignore[arg-type]
+        # as App does for its own sessions: /metrics totals never go down when a session ends
+        self.metrics.session_closed({k: v for k, v in session.counters.items() if k not in GAUGES})
 
     async def close_remote(self, session: RemoteSession, reason: str) -> None:
         """Close ``session`` on its node (shutdown); the socket stays."""
