@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from avatar.errors import ConfigError
+
 SAMPLE_RATE = 16000
 
 
@@ -111,11 +113,28 @@ class Engine(ABC):
 
     @abstractmethod
     def prepare(self, portrait: str | Path | np.ndarray, avatar_id: str | None = None,
-                framing: str | None = None) -> PreparedAvatar:
+                framing: str | None = None, size: int | None = None) -> PreparedAvatar:
         """Analyse a portrait (path or RGB uint8 array). Raises ``PortraitError`` with a one-line reason.
 
         ``framing``: ``full`` or ``head_and_shoulders`` (``avatar.face.framing.Framing``); None: the
-        engine's own default. Engines that do not frame portraits may ignore it."""
+        engine's own default. Engines that do not frame portraits may ignore it. ``size``: the square
+        output side in px, one of ``output_sizes`` (``output_size`` checks it); None: ``self.size``."""
+
+    @property
+    def output_sizes(self) -> tuple[int, ...]:
+        """Square output sides (px) a session may ask for (``size`` in an offer), ascending; ``self.size``
+        is the default and the largest. Engines that render at one size only give ``(self.size,)``."""
+        return (self.size,)
+
+    def output_size(self, size: int | None) -> int:
+        """``size`` if this engine renders it (None: ``self.size``); else a one-line ``ConfigError``."""
+        if size is None:
+            return self.size
+        if size not in self.output_sizes:
+            choices = ", ".join(str(s) for s in self.output_sizes)
+            raise ConfigError(f"output size {size} is not offered by the {self.name} engine; "
+                              f"use one of {choices}")
+        return int(size)
 
     @abstractmethod
     def new_session(self, avatar: PreparedAvatar, seed: int = 0) -> EngineSession:

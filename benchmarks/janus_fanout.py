@@ -22,6 +22,17 @@ joining in steps (none, then 1, 5 and 20 in all). Each step is measured for ``--
 
 Everything runs on this machine: the viewers decode every stream they receive, so on a small machine
 their decoding competes with the server and Janus for the same cores (say so next to the figures).
+
+``--light-viewers``: the viewers do not decode (``LightJanusViewer``: ``EncodedFrameCounter`` from
+stream_benchmark.py in place of their receivers' decoder queues, ~0.03 of a core each instead of ~0.12),
+and ONE decoding viewer, the **probe**, joins with the first step that has viewers (so Janus forwards to
+N + 1 subscribers). Per light viewer: **fps**, distinct RTP timestamps of complete encoded frames that
+arrived in the measured window per second, **stalls** (gaps > 200 ms, the window's edges included) and
+**kbps**. Without decoded pictures their frames cannot be matched to the server's record, so their fresh
+fps is an **inference**: light fps x the share of the probe's matched frames that were fresh (every
+subscriber receives the same forwarded stream). The probe's own fps and fresh fps are measured as above.
+
+    python benchmarks/janus_fanout.py --light-viewers --viewers 0,1,5,20 --json out/janus_light.json
 """
 
 from __future__ import annotations
@@ -44,7 +55,12 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.stream_benchmark import write_json  # noqa: E402
+from benchmarks.stream_benchmark import (  # noqa: E402
+    STALL_S,
+    EncodedFrameCounter,
+    skip_decoding,
+    write_json,
+)
 from server.broadcast.dev_janus import DevJanus  # noqa: E402
 from server.broadcast.janus_api import JanusSession  # noqa: E402
 from server.broadcast.viewer import JanusViewer, picture_fingerprint  # noqa: E402
@@ -56,6 +72,8 @@ RTP_WRAP = 2**32
 ALIGN_FRAMES = 100
 """Frames of each viewer (per report) compared picture by picture with the server's to find the offset."""
 VIEWERS_PER_JANUS_SESSION = 10
+LIGHT_NOTE = ("light viewers do not decode: their fresh fps is inferred as their fps x the share of the "
+              "decoding probe's frames that the server's record shows fresh (same forwarded stream)")
 
 
 # --------------------------------------------------------------------------- the clients (child process)
@@ -108,6 +126,25 @@ class Overlay:
         await self.pc.close()
 
 
+class LightJanusViewer(JanusViewer):
+    """A Janus subscriber that decodes nothing: when Janus's offer creates its receivers, their decoder
+    queues are replaced by ``EncodedFrameCounter``s (``video``, ``audio``) that keep (arrival monotonic s,
+    RTP timestamp, bytes) of every complete encoded frame; nothing reads its tracks."""
+
+    def __init__(self, janus: JanusSession, room: int | str, feed: int | str) -> None:
+        super().__init__(janus, room, feed)
+        self.video: EncodedFrameCounter | None = None
+        self.audio: EncodedFrameCounter | None = None
+
+    def _on_track(self, track) -> None:  # during setRemoteDescription, before the receivers start
+        receiver = next(t.receiver for t in self.pc.getTransceivers() if t.receiver.track is track)
+        counter = skip_decoding(receiver)
+        if track.kind == "video":
+            self.video = counter
+        else:
+            self.audio = counter
+
+
 async def speak_forever(url: str, key: str, every_s: float) -> None:
     async with connect(url) as ws:
         for k in range(10**6):
@@ -116,14 +153,26 @@ async def speak_forever(url: str, key: str, every_s: float) -> None:
             await asyncio.sleep(every_s)
 
 
-async def clients(ws_url: str, janus_url: str, room: int, say_every: float, broadcast: bool) -> None:
-    """The child: JSON lines on stdin (``{"viewers": N}`` / ``{"report": true}``), answers on stdout."""
+async def clients(ws_url: str, janus_url: str, room: int, say_every: float, broadcast: bool,
+                  light: bool = False) -> None:
+    """The child: JSON lines on stdin (``{"viewers": N}`` / ``{"report": true}``), answers on stdout.
+    ``light``: N light viewers plus one decoding probe (``viewers`` in reports: the probe only; ``light``:
+    each light viewer's new ``encoded`` video frames and ``audio_packets`` count)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     overlay = Overlay(broadcast)
-    viewers: list[JanusViewer] = []
+    viewers: list[JanusViewer] = []  # decoding viewers (with ``light``: the probe)
+    light_viewers: list[LightJanusViewer] = []
     watchers: list[JanusSession] = []
+
+    async def join(decoding: bool) -> JanusViewer:
+        if (len(viewers) + len(light_viewers)) % VIEWERS_PER_JANUS_SESSION == 0:
+            watchers.append(await JanusSession(janus_url).create())
+        viewer = (JanusViewer(watchers[-1], room, event["feed"], fingerprints=True) if decoding
+                  else LightJanusViewer(watchers[-1], room, event["feed"]))
+        await viewer.start()
+        return viewer
 
     def answer(message: dict) -> None:
         sys.stdout.write(json.dumps(message) + "\n")
@@ -137,13 +186,14 @@ async def clients(ws_url: str, janus_url: str, room: int, say_every: float, broa
         while line := await reader.readline():
             command = json.loads(line)
             if "viewers" in command:
-                while len(viewers) < command["viewers"]:
-                    if len(viewers) % VIEWERS_PER_JANUS_SESSION == 0:
-                        watchers.append(await JanusSession(janus_url).create())
-                    viewer = JanusViewer(watchers[-1], room, event["feed"], fingerprints=True)
-                    await viewer.start()
-                    viewers.append(viewer)
-                answer({"viewers": len(viewers)})
+                if light and command["viewers"] and not viewers:
+                    viewers.append(await join(decoding=True))  # the freshness probe
+                while len(light_viewers if light else viewers) < command["viewers"]:
+                    if light:
+                        light_viewers.append(await join(decoding=False))
+                    else:
+                        viewers.append(await join(decoding=True))
+                answer({"viewers": len(light_viewers if light else viewers)})
             elif command.get("report"):
                 report = []
                 for k, viewer in enumerate(viewers):
@@ -152,11 +202,18 @@ async def clients(ws_url: str, janus_url: str, room: int, say_every: float, broa
                         "timestamps": viewer.timestamps[first:], "arrivals": viewer.arrivals[first:],
                         "fingerprints": [base64.b64encode(f).decode()  # the first ones, for matching
                                          for f in viewer.fingerprints[first:first + ALIGN_FRAMES]]})
-                answer({"viewers": report, "overlay_frames": overlay.frames})
+                light_report = []
+                for k, viewer in enumerate(light_viewers):
+                    frames = viewer.video.frames if viewer.video else []
+                    first, reported[("light", k)] = reported.get(("light", k), 0), len(frames)
+                    audio = len(viewer.audio.frames) if viewer.audio else 0
+                    first_audio, reported[("audio", k)] = reported.get(("audio", k), 0), audio
+                    light_report.append({"encoded": frames[first:], "audio_packets": audio - first_audio})
+                answer({"viewers": report, "light": light_report, "overlay_frames": overlay.frames})
             elif command.get("stop"):
                 break
         speaker.cancel()
-    for viewer in viewers:
+    for viewer in viewers + light_viewers:
         await viewer.stop()
     for watcher in watchers:
         await watcher.close()
@@ -216,6 +273,55 @@ def match(viewer: dict, log: FreshLog) -> tuple[int, int, float | None]:
     return sum(m is not None for m in mapped), sum(bool(m) for m in mapped), round(best[0], 2)
 
 
+def window_delivery(frames: list, began: float, ended: float) -> dict:
+    """Delivery of complete encoded frames ``(arrival monotonic s, RTP timestamp, bytes)`` in the window
+    ``began``..``ended`` (monotonic s; the child's clock is the same system-wide clock).
+
+    A timestamp counts once, at its first arrival; frames that first arrived outside the window are left
+    out. ``fps``: distinct frames per second of window (as the decoding viewers' fps); ``stalls``: gaps
+    > ``STALL_S`` between successive frames, from ``began`` to the first and from the last to ``ended``
+    included (a viewer that got nothing has one stall, the whole window); ``kbps``: their encoded bytes."""
+    first: dict[int, tuple[float, int]] = {}
+    for arrived, timestamp, size in frames:
+        if timestamp not in first or arrived < first[timestamp][0]:
+            first[timestamp] = (arrived, size)
+    inside = sorted((a, b) for a, b in first.values() if began <= a <= ended)
+    seconds = ended - began
+    gaps = np.diff([began, *(a for a, _ in inside), ended])
+    return {"frames": len(inside), "fps": round(len(inside) / seconds, 2),
+            "stalls": int((gaps > STALL_S).sum()), "max_gap_ms": round(float(gaps.max()) * 1000, 1),
+            "kbps": round(sum(b for _, b in inside) * 8 / seconds / 1000, 1)}
+
+
+def light_figures(light: list[dict], probe: tuple[int, int, int] | None, began: float,
+                  ended: float) -> dict:
+    """A step's viewer figures with light viewers: ``light``, the child's report per light viewer
+    (``encoded`` frames); ``probe``, the decoding probe's (frames, matched to the server's record, fresh
+    among them), None without viewers. Inferred fresh fps: each light viewer's fps x the probe's fresh
+    share (None when none of the probe's frames matched)."""
+    seconds = ended - began
+    windows = [window_delivery(viewer["encoded"], began, ended) for viewer in light]
+    fps = [w["fps"] for w in windows]
+    share = probe[2] / probe[1] if probe and probe[1] else None
+    inferred = [f * share for f in fps] if share is not None else []
+    return {
+        "viewer_fps_min": min(fps, default=None),
+        "viewer_fps_mean": round(sum(fps) / len(fps), 2) if fps else None,
+        "viewers_below_24_fps": sum(f < 24 for f in fps),
+        "viewer_stalls_max": max((w["stalls"] for w in windows), default=None),
+        "viewer_stalls_total": sum(w["stalls"] for w in windows),
+        "viewer_max_gap_ms": max((w["max_gap_ms"] for w in windows), default=None),
+        "viewer_kbps_mean": round(sum(w["kbps"] for w in windows) / len(windows), 1) if windows else None,
+        "probe_fps": round(probe[0] / seconds, 2) if probe else None,
+        "probe_fresh_fps": round(probe[2] / seconds, 2) if probe else None,
+        "probe_fresh_share": round(share, 4) if share is not None else None,
+        "viewer_fresh_fps_inferred_min": round(min(inferred), 2) if inferred else None,
+        "viewer_fresh_fps_inferred_mean": round(sum(inferred) / len(inferred), 2) if inferred else None,
+        "viewers_below_24_fresh_fps_inferred": sum(f < 24 for f in inferred) if inferred else None,
+        "light_received_fps": round(sum(w["frames"] for w in windows) / seconds, 1),
+    }
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` (all its threads), from /proc/<pid>/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -233,7 +339,8 @@ async def run(args: argparse.Namespace, janus: DevJanus) -> dict:
     await app.start(host="127.0.0.1", port=0)
     child = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--child", f"ws://127.0.0.1:{app.port}/ws", janus.url, str(janus.room),
-        str(args.say_every), "0" if args.no_broadcast else "1", stdin=asyncio.subprocess.PIPE,
+        str(args.say_every), "0" if args.no_broadcast else "1", "1" if args.light_viewers else "0",
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, limit=64 * 1024 * 1024)
 
     async def ask(command: dict | None = None) -> dict:
@@ -265,14 +372,20 @@ async def run(args: argparse.Namespace, janus: DevJanus) -> dict:
             matches = [match(viewer, log) for viewer in report["viewers"]]
             per_viewer = [(len(v["timestamps"]), m[0], m[1])
                           for v, m in zip(report["viewers"], matches, strict=True)]
-            fps = [frames / elapsed for frames, _, _ in per_viewer] or [float("nan")]
-            fresh = [f / elapsed for _, _, f in per_viewer] or [float("nan")]
+            if args.light_viewers:  # per_viewer: the decoding probe only
+                viewer_part = light_figures(report["light"], per_viewer[0] if per_viewer else None, began,
+                                            began + elapsed)
+            else:
+                fps = [frames / elapsed for frames, _, _ in per_viewer] or [float("nan")]
+                fresh = [f / elapsed for _, _, f in per_viewer] or [float("nan")]
+                viewer_part = {
+                    "viewer_fps_min": round(min(fps), 2), "viewer_fps_mean": round(sum(fps) / len(fps), 2),
+                    "viewer_fresh_fps_min": round(min(fresh), 2),
+                    "viewer_fresh_fps_mean": round(sum(fresh) / len(fresh), 2),
+                    "viewers_below_24_fresh_fps": sum(f < 24 for f in fresh if f == f),
+                }
             step = {
-                "viewers": count,
-                "viewer_fps_min": round(min(fps), 2), "viewer_fps_mean": round(sum(fps) / len(fps), 2),
-                "viewer_fresh_fps_min": round(min(fresh), 2),
-                "viewer_fresh_fps_mean": round(sum(fresh) / len(fresh), 2),
-                "viewers_below_24_fresh_fps": sum(f < 24 for f in fresh if f == f),
+                "viewers": count, **viewer_part,
                 "frames_matched_share": round(sum(m for _, m, _ in per_viewer)
                                               / max(1, sum(n for n, _, _ in per_viewer)), 4),
                 "match_luma_error_max": max((m[2] for m in matches if m[2] is not None), default=None),
@@ -285,6 +398,9 @@ async def run(args: argparse.Namespace, janus: DevJanus) -> dict:
             }
             sent_fps = step["server_sent_fps"]
             received = sum(frames for frames, _, _ in per_viewer) / elapsed  # frames/s, all viewers
+            if args.light_viewers:
+                step["decoding_probes"] = len(per_viewer)
+                received += step["light_received_fps"]
             step["received_fps_all_viewers"] = round(received, 1)
             step["janus_cpu_ms_per_forwarded_frame"] = (round(1000 * step["cpu_janus"] / received, 3)
                                                         if received else None)
@@ -296,9 +412,12 @@ async def run(args: argparse.Namespace, janus: DevJanus) -> dict:
                 step.update({key: None for key in step if key.startswith("viewer_")})
             print(json.dumps(step), flush=True)
             steps.append(step)
-        return {"date": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(),
-                "affinity": sorted(os.sched_getaffinity(0)), "settings": args.set,
-                "engine": config.engine.name, "size": config.engine.size, "steps": steps}
+        result = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(),
+                  "affinity": sorted(os.sched_getaffinity(0)), "settings": args.set,
+                  "engine": config.engine.name, "size": config.engine.size, "steps": steps}
+        if args.light_viewers:
+            result.update(light_viewers=True, note=LIGHT_NOTE)
+        return result
     finally:
         if child.returncode is None:
             try:
@@ -320,10 +439,25 @@ def table(result: dict) -> str:
     return "\n".join(rows)
 
 
+def light_table(result: dict) -> str:
+    rows = ["| light viewers | fps min / mean | stalls max | kbps mean | "
+            "probe fps / fresh fps (fresh share) | inferred fresh fps min / mean | server fresh fps | "
+            "server CPU (ms/frame) | Janus CPU | "
+            "clients' CPU | load |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s in result["steps"]:
+        rows.append(f"| {s['viewers']} | {s['viewer_fps_min']} / {s['viewer_fps_mean']} | "
+                    f"{s['viewer_stalls_max']} | {s['viewer_kbps_mean']} | {s['probe_fps']} / "
+                    f"{s['probe_fresh_fps']} ({s['probe_fresh_share']}) | "
+                    f"{s['viewer_fresh_fps_inferred_min']} / {s['viewer_fresh_fps_inferred_mean']} | "
+                    f"{s['server_fresh_fps']} | {s['cpu_server']:.2f} ({s['server_cpu_ms_per_frame']}) | "
+                    f"{s['cpu_janus']:.2f} | {s['cpu_clients']:.2f} | {s['load_1min']} |")
+    return "\n".join(rows) + f"\n\nNote: {LIGHT_NOTE}; one decoding probe watches besides the light viewers."
+
+
 def main() -> int:
-    if len(sys.argv) == 7 and sys.argv[1] == "--child":
-        ws_url, janus_url, room, say_every, broadcast = sys.argv[2:]
-        asyncio.run(clients(ws_url, janus_url, int(room), float(say_every), broadcast == "1"))
+    if len(sys.argv) == 8 and sys.argv[1] == "--child":
+        ws_url, janus_url, room, say_every, broadcast, light = sys.argv[2:]
+        asyncio.run(clients(ws_url, janus_url, int(room), float(say_every), broadcast == "1", light == "1"))
         return 0
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -336,6 +470,8 @@ def main() -> int:
     parser.add_argument("--room", type=int, default=1234, help="VideoRoom room id")
     parser.add_argument("--no-broadcast", action="store_true",
                         help="baseline: the same session without broadcasting (use with --viewers 0)")
+    parser.add_argument("--light-viewers", action="store_true",
+                        help="viewers count encoded frames without decoding; one decoding probe besides them")
     parser.add_argument("--json", help="write the results as JSON here")
     args = parser.parse_args()
     args.viewers = sorted(int(v) for v in args.viewers.split(","))
@@ -350,7 +486,7 @@ def main() -> int:
         result = asyncio.run(run(args, janus))
     finally:
         janus.stop()
-    print(table(result))
+    print(light_table(result) if args.light_viewers else table(result))
     write_json(args.json, result)
     return 0
 

@@ -3,6 +3,7 @@
     python benchmarks/many_sessions.py                          # N = 2, 4, 6 against a server it starts
     python benchmarks/many_sessions.py --sessions 4 --seconds 15 --json out/many.json
     python benchmarks/many_sessions.py --sessions 4 --set server.degrade=false
+    python benchmarks/many_sessions.py --light --sessions 1,2,4,6,8 --seconds 14 --json out/many_light.json
 
 Each client is ``benchmarks/stream_benchmark.py``'s ``stream`` (silence, then speech, frames recorded
 with arrival times) and is analysed with its ``analyse`` (delivered and fresh fps, repeat share, first
@@ -10,12 +11,28 @@ frame and first animated frame, stalls > 200 ms, mouth-to-photon from the MediaP
 counters; see stream_benchmark.py for the definitions). Mouth tracking runs after streaming, so it does
 not load the server. The clients run on the same machine as the server (decoding N video streams costs CPU
 too), so the numbers are a lower bound for a server with the machine to itself.
+
+``--light``: the clients negotiate the same sessions and send the same speech but do not decode the video
+(stream_benchmark.py's ``EncodedFrameCounter``; their speech is Opus-encoded once, before the rounds,
+and sent paced in real time): delivered fps is distinct RTP timestamps of complete
+encoded frames per second, fresh fps / repeats / first animated frame / audio-in to frame-out come from
+the server's ``stats`` events, and mouth-to-photon is not measured (it needs decoded pictures). A light
+client cost about a third of the CPU of a decoding one here (0.035-0.04 vs 0.12-0.13 of a core for one
+512 px session, 2026-12-08), so the server gets most of the machine.
+
+Every round also reports the CPU the server process used (``/proc/<pid>/stat``, all its threads; only for
+the server this script starts) per frame it sent and per fresh frame (``avatar_frames_sent_total`` and
+``avatar_frames_fresh_total`` from ``/metrics``), and the CPU of this process, i.e. of all the clients
+(``client_cpu_share``: cores busy, 1.0 = one core), both over the streaming part of the round (offers to
+closed sessions; the analysis afterwards is not counted).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import resource
 import sys
 import time
 import urllib.request
@@ -30,6 +47,8 @@ from avatar.audio.io import load_audio  # noqa: E402
 from benchmarks.stream_benchmark import (  # noqa: E402
     DEFAULT_AUDIO,
     analyse,
+    analyse_light,
+    opus_packets,
     start_server,
     stream,
     write_json,
@@ -63,18 +82,74 @@ def metrics_text(url: str) -> str:
         return ""
 
 
-async def run_many(ws_url: str, audio: np.ndarray, count: int, stagger_s: float) -> list[dict]:
+def metric_value(text: str, name: str) -> float | None:
+    """The value of the unlabelled sample ``name`` in Prometheus text ``text`` (None when absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def counter_delta(before: str, after: str, name: str) -> float | None:
+    """How much counter ``name`` grew between two /metrics texts (None when either lacks it)."""
+    first, last = metric_value(before, name), metric_value(after, name)
+    return last - first if first is not None and last is not None else None
+
+
+def stat_cpu_s(stat: str, ticks_per_s: float) -> float:
+    """CPU seconds (user + system, own threads and waited-for children) from a ``/proc/<pid>/stat`` line;
+    fields are counted after the ``)`` that ends the command name (which may hold spaces)."""
+    fields = stat[stat.rindex(")") + 2:].split()
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / ticks_per_s  # utime stime cutime cstime
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by process ``pid`` (Linux)."""
+    return stat_cpu_s(Path(f"/proc/{pid}/stat").read_text(), os.sysconf("SC_CLK_TCK"))
+
+
+def own_cpu_s() -> float:
+    """CPU seconds used so far by this process (all the clients and their threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_figures(server_cpu_s: float | None, frames_sent: float | None, frames_fresh: float | None,
+                client_cpu_s: float, wall_s: float, count: int) -> dict:
+    """Server CPU ms per sent and per fresh frame and as cores busy (1.0 = one core), the clients' CPU as
+    cores busy, in all and per session."""
+    wall_s = max(wall_s, 1e-6)
+
+    def per_frame(frames: float | None) -> float | None:
+        return round(1000 * server_cpu_s / frames, 2) if server_cpu_s is not None and frames else None
+
+    return {
+        "server_cpu_s": round(server_cpu_s, 2) if server_cpu_s is not None else None,
+        "frames_sent": int(frames_sent) if frames_sent is not None else None,
+        "frames_fresh": int(frames_fresh) if frames_fresh is not None else None,
+        "server_cpu_ms_per_frame": per_frame(frames_sent),
+        "server_cpu_ms_per_fresh_frame": per_frame(frames_fresh),
+        "server_cpu_share": round(server_cpu_s / wall_s, 3) if server_cpu_s is not None else None,
+        "client_cpu_s": round(client_cpu_s, 2),
+        "client_cpu_share": round(client_cpu_s / wall_s, 3),
+        "client_cpu_share_per_session": round(client_cpu_s / wall_s / count, 4),
+    }
+
+
+async def run_many(ws_url: str, audio: np.ndarray, count: int, stagger_s: float,
+                   light: bool = False, packets: list[bytes] | None = None,
+                   size: int | None = None) -> list[dict]:
     async def one(k: int) -> dict:
         await asyncio.sleep(k * stagger_s)
-        return await stream(ws_url, audio, None, 1.0)
+        return await stream(ws_url, audio, None, 1.0, light=light, packets=packets, size=size)
 
     return await asyncio.gather(*(one(k) for k in range(count)))
 
 
-def summarise(count: int, runs: list[dict], silence_s: float, speech_s: float) -> dict:
+def summarise(count: int, runs: list[dict], silence_s: float, speech_s: float, light: bool = False) -> dict:
     sessions = []
     for run in runs:
-        result = analyse(run, silence_s, speech_s)
+        result = analyse_light(run) if light else analyse(run, silence_s, speech_s)
         last = run["stats"][-1] if run["stats"] else {}
         result["degraded_at_end"] = last.get("degraded")
         result["windows_skipped"] = last.get("windows_skipped")
@@ -85,8 +160,13 @@ def summarise(count: int, runs: list[dict], silence_s: float, speech_s: float) -
     animated = [s["first_animated_s"] for s in sessions if s["first_animated_s"] is not None]
     lags = [s["mouth_to_photon_ms"] for s in sessions if s["mouth_to_photon_ms"] is not None]
     corr = [s["lag_correlation"] for s in sessions if s["lag_correlation"] is not None]
+    latency = [s["server_audio_in_to_frame_out_ms"] for s in sessions
+               if s["server_audio_in_to_frame_out_ms"] is not None]
+    kbps = [s["kbps"] for s in sessions if s.get("kbps") is not None]
+    lip_sync = light or (all(c >= 0.3 for c in corr) and len(corr) == count)  # light: not measured
     return {
         "sessions": count,
+        "light": light,
         "min_fps": min(fps),
         "mean_fps": round(float(np.mean(fps)), 2),
         "min_fresh_fps": min(fresh) if len(fresh) == count else None,
@@ -98,12 +178,14 @@ def summarise(count: int, runs: list[dict], silence_s: float, speech_s: float) -
         "max_gap_ms": max(s["max_gap_ms"] for s in sessions),
         "mouth_to_photon_ms_max": max(lags) if lags else None,
         "lag_correlation_min": min(corr) if corr else None,
+        "audio_in_to_frame_out_ms_max": max(latency) if latency else None,
+        "kbps_mean": round(float(np.mean(kbps)), 1) if kbps else None,  # light clients only
         "engine_ms_mean": round(float(np.mean([s["server_engine_ms_per_frame"] or 0 for s in sessions])), 2),
         "windows_dropped": sum(s["server_windows_dropped"] or 0 for s in sessions),
         "windows_skipped": sum(s["windows_skipped"] or 0 for s in sessions),
         "frames_repeated": sum(s["server_frames_repeated"] or 0 for s in sessions),
         "sustained": (min(fps) >= TARGET_FPS and len(fresh) == count and min(fresh) >= TARGET_FPS
-                      and all(c >= 0.3 for c in corr) and len(corr) == count),
+                      and lip_sync),
         "per_session": sessions,
     }
 
@@ -111,8 +193,10 @@ def summarise(count: int, runs: list[dict], silence_s: float, speech_s: float) -
 def table(results: list[dict]) -> str:
     keys = ["sessions", "min_fps", "mean_fps", "min_fresh_fps", "mean_fresh_fps", "max_repeat_share",
             "first_frame_s_max", "first_animated_s_max", "max_stalls", "max_gap_ms", "mouth_to_photon_ms_max",
-            "lag_correlation_min", "engine_ms_mean", "windows_dropped", "windows_skipped", "frames_repeated",
-            "sustained"]
+            "lag_correlation_min", "audio_in_to_frame_out_ms_max", "engine_ms_mean", "windows_dropped",
+            "windows_skipped", "frames_repeated", "kbps_mean", "server_cpu_ms_per_frame",
+            "server_cpu_ms_per_fresh_frame", "server_cpu_share",
+            "client_cpu_share", "sustained"]
     rows = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for result in results:
         rows.append("| " + " | ".join(str(result[k]) for k in keys) + " |")
@@ -132,6 +216,9 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], help="config override for the started server")
     parser.add_argument("--audio", default=str(DEFAULT_AUDIO), help="speech file (else espeak-ng)")
     parser.add_argument("--json", help="write the results as JSON here")
+    parser.add_argument("--light", action="store_true",
+                        help="clients that do not decode the video (no mouth-to-photon); see above")
+    parser.add_argument("--size", type=int, help="video side each client's offer asks for (256, 384, 512)")
     args = parser.parse_args()
 
     counts = [int(c) for c in args.sessions.split(",") if c.strip()]
@@ -143,12 +230,23 @@ def main() -> int:
     else:
         process, url = start_server(args)
     results = []
+    packets = opus_packets(audio) if args.light else None  # once, before any round is measured
     try:
         ws_url = url.replace("http://", "ws://").replace("https://", "wss://") + "/ws"
         for count in counts:
             started = time.monotonic()
-            runs = asyncio.run(run_many(ws_url, audio, count, args.stagger))
-            result = summarise(count, runs, args.silence, speech_s)
+            server_before = process_cpu_s(process.pid) if process is not None else None
+            before = metrics_text(url)
+            client_before = own_cpu_s()
+            runs = asyncio.run(run_many(ws_url, audio, count, args.stagger, args.light, packets, args.size))
+            client_cpu = own_cpu_s() - client_before
+            server_cpu = process_cpu_s(process.pid) - server_before if server_before is not None else None
+            after = metrics_text(url)
+            streamed_s = time.monotonic() - started
+            sent = counter_delta(before, after, "avatar_frames_sent_total")
+            fresh = counter_delta(before, after, "avatar_frames_fresh_total")
+            result = summarise(count, runs, args.silence, speech_s, args.light)
+            result.update(cpu_figures(server_cpu, sent, fresh, client_cpu, streamed_s, count))
             result["wall_s"] = round(time.monotonic() - started, 1)
             results.append(result)
             print(table([result]).splitlines()[-1], flush=True)
@@ -161,6 +259,8 @@ def main() -> int:
             process.wait(timeout=30)
     print(table(results))
     print("\n".join(tail))
+    if args.light:
+        print("light clients: video not decoded, so mouth-to-photon and lip-sync correlation not measured")
     write_json(args.json, results)
     return 0
 

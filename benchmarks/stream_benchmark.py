@@ -3,6 +3,7 @@
     python benchmarks/stream_benchmark.py                         # starts run_server.py on a free port
     python benchmarks/stream_benchmark.py --url http://127.0.0.1:8080 --json out/stream.json
     python benchmarks/stream_benchmark.py --audio speech.wav --seconds 20 --set window.hop=1
+    python benchmarks/stream_benchmark.py --light                 # no video decoding (see below)
 
 Reports sustained fps, stalls (> 200 ms between frames), time from offer to first frame and
 mouth-to-photon latency: the lag maximising the correlation between the speech envelope as SENT
@@ -16,13 +17,23 @@ counter over the same steady part; ``repeat_share`` is the share of frames sent 
 ``first_frame_s`` is offer -> first frame received (usually the still portrait); ``first_animated_s`` is
 offer -> first engine-generated frame received: the first frame's arrival plus the server's gap between
 sending its first frame and its first fresh one (``first_animated_s - first_frame_s`` in ``stats``).
+
+Light clients (``stream(..., light=True)``, used by ``many_sessions.py --light``) negotiate the same session
+but never decode video: ``EncodedFrameCounter`` takes the place of the video receiver's decoder queue and
+keeps (arrival, RTP timestamp, bytes) of each complete encoded frame; ``analyse_light`` reports delivered
+fps from those (distinct RTP timestamps per second), stalls, bitrate and the server's counters. Without
+decoded pictures there is no mouth track, so no mouth-to-photon in light mode. Their microphone sends the
+same speech as Opus encoded once before the session (``opus_packets``, aiortc's own encoder) and paced in
+real time (``PreEncodedAudioTrack``), which halves what is left of the client's CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import fractions
 import json
+import queue
 import socket
 import subprocess
 import sys
@@ -30,6 +41,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -40,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from avatar.audio.io import load_audio  # noqa: E402
-from tests.paced_audio import PacedAudioTrack  # noqa: E402
+from tests.paced_audio import CHUNK, PacedAudioTrack  # noqa: E402
 
 DEFAULT_AUDIO = ROOT.parent / "shared" / "media" / "speech" / "english_radio.wav"
 STALL_S = 0.2
@@ -64,6 +76,140 @@ class VideoRecorder:
                 self.frames.append((arrived, cv2.resize(image, (256, 256), interpolation=cv2.INTER_AREA)))
         except MediaStreamError:
             return
+
+
+class EncodedFrameCounter(queue.Queue):
+    """Stands in for an aiortc ``RTCRtpReceiver``'s decoder queue so its video is never decoded.
+
+    aiortc's receiver puts ``(codec, encoded frame)`` on this queue for every complete frame its jitter
+    buffer assembles (RTP timestamps already mapped to start at 0); its decoder thread waits on ``get``.
+    ``put`` records ``(arrival monotonic s, RTP timestamp, bytes)`` into ``frames`` and drops the frame;
+    only the ``None`` that stops the receiver goes through, so the decoder thread idles and then ends.
+    ``codec`` is the first frame's codec name, ``size`` the (width, height) of the first VP8 key frame.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: list[tuple[float, int, int]] = []
+        self.codec: str | None = None
+        self.size: tuple[int, int] | None = None
+
+    def put(self, item: object, block: bool = True, timeout: float | None = None) -> None:
+        if item is None:
+            super().put(item, block, timeout)
+            return
+        codec, encoded = item  # type: ignore[misc]
+        self.frames.append((time.monotonic(), int(encoded.timestamp), len(encoded.data)))
+        if self.codec is None:
+            self.codec = codec.name
+        if self.size is None and codec.name == "VP8":
+            self.size = vp8_keyframe_size(encoded.data)
+
+
+DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
+"""aiortc's private name of a receiver's decoder queue (aiortc 1.14-1.16)."""
+
+
+def skip_decoding(receiver: object) -> EncodedFrameCounter:
+    """Replace ``receiver``'s decoder queue (before the remote description starts it) by a counter."""
+    if not isinstance(getattr(receiver, DECODER_QUEUE, None), queue.Queue):
+        raise SystemExit("light client: this aiortc's RTCRtpReceiver has no decoder queue to replace")
+    counter = EncodedFrameCounter()
+    setattr(receiver, DECODER_QUEUE, counter)
+    return counter
+
+
+def vp8_keyframe_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a VP8 key frame's header (RFC 6386 9.1), None for inter frames."""
+    if len(data) < 10 or data[0] & 1 or data[3:6] != b"\x9d\x01\x2a":
+        return None
+    return (int.from_bytes(data[6:8], "little") & 0x3FFF, int.from_bytes(data[8:10], "little") & 0x3FFF)
+
+
+def delivery(frames: list[tuple[float, int, int]], settle_s: float = 1.0) -> dict:
+    """Delivery figures from complete encoded frames ``(arrival s, RTP timestamp, bytes)``.
+
+    A timestamp counts once (its first arrival). ``fps``: distinct frames per second after the first
+    ``settle_s`` (as ``analyse`` does for decoded frames); ``stalls``: gaps > ``STALL_S`` between
+    successive frames over the whole run; ``kbps``: encoded kilobits per second over the same steady part.
+    """
+    first: dict[int, tuple[float, int]] = {}
+    for arrived, timestamp, size in frames:
+        if timestamp not in first:
+            first[timestamp] = (arrived, size)
+    ordered = sorted(first.values())
+    if not ordered:
+        return {"frames": 0, "duration_s": 0.0, "fps": float("nan"), "stalls": 0, "max_gap_ms": 0.0,
+                "kbps": None, "mean_frame_bytes": None}
+    arrivals = np.array([a for a, _ in ordered])
+    sizes = np.array([b for _, b in ordered])
+    gaps = np.diff(arrivals)
+    steady = arrivals >= arrivals[0] + settle_s
+    span = float(arrivals[steady][-1] - arrivals[steady][0]) if steady.sum() > 2 else 0.0
+    fps = (steady.sum() - 1) / span if span > 0 else float("nan")
+    kbps = float(sizes[steady][1:].sum()) * 8 / span / 1000 if span > 0 else None
+    return {
+        "frames": len(ordered),
+        "duration_s": round(float(arrivals[-1] - arrivals[0]), 2),
+        "fps": round(float(fps), 2),
+        "stalls": int((gaps > STALL_S).sum()),
+        "max_gap_ms": round(float(gaps.max() * 1000), 1) if len(gaps) else 0.0,
+        "kbps": round(kbps, 1) if kbps is not None else None,
+        "mean_frame_bytes": round(float(sizes.mean()), 1),
+    }
+
+
+def opus_packets(audio: np.ndarray) -> list[bytes]:
+    """``audio`` (16 kHz mono float, -1..1) as the Opus packets aiortc's sender would make of
+    ``PacedAudioTrack``'s 20 ms frames (48 kHz, one packet per 20 ms)."""
+    from aiortc.codecs import get_encoder
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    encoder = get_encoder(RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2,
+                                                payloadType=111))
+    pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
+    packets: list[bytes] = []
+    for k in range(len(pcm) // CHUNK):
+        frame = av.AudioFrame.from_ndarray(pcm[k * CHUNK : (k + 1) * CHUNK].reshape(1, -1), format="s16",
+                                           layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 16000, k * CHUNK, fractions.Fraction(1, 16000)
+        packets += encoder.encode(frame)[0]
+    return packets
+
+
+class PreEncodedAudioTrack(MediaStreamTrack):
+    """A microphone that sends Opus ``packets`` (20 ms each) paced by the wall clock, then repeats the
+    last one (silence at the end of the speech). Like ``PacedAudioTrack``, ``sent`` records (wall time,
+    RMS of the 20 ms of ``audio``) per packet and ``done`` turns true after the last one."""
+
+    kind = "audio"
+
+    def __init__(self, packets: list[bytes], audio: np.ndarray) -> None:
+        super().__init__()
+        if not packets:
+            raise ValueError("no audio to send")
+        self.packets = packets
+        chunks = audio[: len(audio) // CHUNK * CHUNK].reshape(-1, CHUNK)
+        self.rms = np.sqrt(np.mean(chunks.astype(np.float64) ** 2, axis=1)) if len(chunks) else np.zeros(1)
+        self.sent: list[tuple[float, float]] = []
+        self._k = 0
+        self._t0: float | None = None
+
+    async def recv(self) -> av.Packet:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._t0 is None:
+            self._t0 = time.monotonic()
+        await asyncio.sleep(max(0.0, self._t0 + self._k * 0.02 - time.monotonic()))
+        packet = av.Packet(self.packets[min(self._k, len(self.packets) - 1)])
+        packet.pts, packet.time_base = self._k * 960, fractions.Fraction(1, 48000)
+        self.sent.append((time.monotonic(), float(self.rms[min(self._k, len(self.rms) - 1)])))
+        self._k += 1
+        return packet
+
+    @property
+    def done(self) -> bool:
+        return self._k >= len(self.packets)
 
 
 def mouth_openings(images: list[np.ndarray]) -> np.ndarray:
@@ -119,17 +265,28 @@ async def exchange_offer(ws, pc: RTCPeerConnection, message: dict) -> dict:
     return reply
 
 
-async def stream(ws_url: str, audio: np.ndarray, avatar: str | None, tail_s: float) -> dict:
+async def stream(ws_url: str, audio: np.ndarray, avatar: str | None, tail_s: float,
+                 light: bool = False, packets: list[bytes] | None = None, size: int | None = None) -> dict:
+    """One client session: send ``audio`` paced, receive the video, collect the ``stats`` events.
+    ``size``: the video side the offer asks for (None: the server's ``engine.size``).
+    ``light``: do not decode the video; count complete encoded frames instead (``"encoded"`` in the
+    result, ``"frames"`` empty), and send ``audio`` pre-encoded (``packets``: ``opus_packets(audio)``,
+    made here when not given)."""
     pc = RTCPeerConnection()
-    track = PacedAudioTrack(audio)
+    track: PacedAudioTrack | PreEncodedAudioTrack
+    if light:
+        track = PreEncodedAudioTrack(packets if packets is not None else opus_packets(audio), audio)
+    else:
+        track = PacedAudioTrack(audio)
     recorder = VideoRecorder()
     tasks: list[asyncio.Task] = []
     pc.addTrack(track)
-    pc.addTransceiver("video", direction="recvonly")
+    video = pc.addTransceiver("video", direction="recvonly")
+    counter = skip_decoding(video.receiver) if light else None
 
     @pc.on("track")
     def on_track(remote: MediaStreamTrack) -> None:
-        if remote.kind == "video":
+        if remote.kind == "video" and counter is None:
             tasks.append(asyncio.ensure_future(recorder.run(remote)))
 
     stats: list[dict] = []
@@ -138,6 +295,8 @@ async def stream(ws_url: str, audio: np.ndarray, avatar: str | None, tail_s: flo
         message = {"type": "offer", "sdp": pc.localDescription.sdp}
         if avatar:
             message["avatar"] = avatar
+        if size:
+            message["size"] = size
         offered = time.monotonic()
         await exchange_offer(ws, pc, message)
 
@@ -156,8 +315,11 @@ async def stream(ws_url: str, audio: np.ndarray, avatar: str | None, tail_s: flo
     await pc.close()
     for task in tasks:
         task.cancel()
-    return {"offered": offered, "sent": track.sent, "frames": recorder.frames, "size": recorder.size,
-            "stats": stats}
+    result = {"offered": offered, "sent": track.sent, "frames": recorder.frames, "size": recorder.size,
+              "stats": stats}
+    if counter is not None:
+        result.update(encoded=counter.frames, size=counter.size, codec=counter.codec)
+    return result
 
 
 def fresh_counts(stats: list[dict]) -> dict:
@@ -233,6 +395,50 @@ def analyse(run: dict, silence_s: float, speech_s: float) -> dict:
     }
 
 
+def analyse_light(run: dict) -> dict:
+    """``analyse`` for a light client's ``run`` (``stream(..., light=True)``): delivery from the encoded
+    frames, the server's counters; no mouth track, so mouth-to-photon and lip correlation are None."""
+    encoded = run["encoded"]
+    if not encoded:
+        raise SystemExit("no complete video frame arrived")
+    result = delivery(encoded)
+    stats = run["stats"][1:]  # the first second includes connection set-up
+    counts = fresh_counts(stats)
+    first_frame_s = float(min(a for a, _, _ in encoded) - run["offered"])
+    first_animated_s = None
+    if counts["server_first_animated_s"] is not None and counts["server_first_frame_s"] is not None:
+        first_animated_s = round(
+            first_frame_s + counts["server_first_animated_s"] - counts["server_first_frame_s"], 3)
+    engine = [s["engine_ms"] for s in stats if "engine_ms" in s]
+    latencies = [s["latency_ms"] for s in stats if s.get("latency_ms")]  # 0 until the first fresh frame
+    last = stats[-1] if stats else {}
+    result.update({
+        "frame_size": list(run.get("size") or ()),
+        "codec": run.get("codec"),
+        "fresh_fps": counts["fresh_fps"],
+        "server_sent_fps": counts["sent_fps"],
+        "repeat_share": counts["repeat_share"],
+        "first_frame_s": round(first_frame_s, 3),
+        "first_animated_s": first_animated_s,
+        "mouth_to_photon_ms": None,  # needs decoded pictures: not measured by light clients
+        "lag_correlation": None,
+        "server_engine_ms_per_frame": round(float(np.mean(engine)), 2) if engine else None,
+        "server_audio_in_to_frame_out_ms": round(float(np.mean(latencies)), 1) if latencies else None,
+        "server_first_frame_s": counts["server_first_frame_s"],
+        "server_first_animated_s": counts["server_first_animated_s"],
+        "server_frames_fresh": last.get("frames_fresh"),
+        "server_frames_repeated": last.get("frames_repeated"),
+        "server_frames_still": last.get("frames_still"),
+        "server_frames_dropped": last.get("frames_dropped"),
+        "server_windows_dropped": last.get("windows_dropped"),
+        "server_audio_in_s": last.get("audio_in_s"),
+        "server_per_second": [  # uptime s, sent fps, fresh fps, engine ms/frame, degraded
+            [s.get("uptime_s"), s.get("fps"), s.get("fresh_fps"), s.get("engine_ms"), s.get("degraded")]
+            for s in run["stats"]],
+    })
+    return result
+
+
 def markdown(result: dict) -> str:
     rows = ["| metric | value | target |", "|---|---|---|"]
     targets = {"fps": ">= 24", "fresh_fps": ">= 24", "stalls": "<= 1", "first_frame_s": "<= 3",
@@ -291,6 +497,8 @@ def main() -> int:
     parser.add_argument("--tail", type=float, default=1.0, help="seconds to keep receiving after the audio")
     parser.add_argument("--avatar", help="avatar id to request")
     parser.add_argument("--json", help="write the results as JSON here")
+    parser.add_argument("--light", action="store_true", help="do not decode the video (no mouth-to-photon)")
+    parser.add_argument("--size", type=int, help="video side the offer asks for (256, 384, 512)")
     args = parser.parse_args()
 
     speech = load_audio(args.audio)
@@ -305,12 +513,12 @@ def main() -> int:
         process, url = start_server(args)
     try:
         ws_url = url.replace("http://", "ws://").replace("https://", "wss://") + "/ws"
-        run = asyncio.run(stream(ws_url, audio, args.avatar, args.tail))
+        run = asyncio.run(stream(ws_url, audio, args.avatar, args.tail, light=args.light, size=args.size))
     finally:
         if process is not None:
             process.terminate()
             process.wait(timeout=20)
-    result = analyse(run, args.silence, len(speech) / 16000)
+    result = analyse_light(run) if args.light else analyse(run, args.silence, len(speech) / 16000)
     result["audio"] = Path(args.audio).name
     print(markdown(result))
     write_json(args.json, result)

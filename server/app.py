@@ -346,9 +346,10 @@ class App:
             self.metrics.sessions_rejected.inc()
             raise
         if self.uploads.is_upload_id(offer.avatar):
-            avatar = self.uploads.find(offer.avatar, _host(state.peer))
+            upload = self.uploads.find(offer.avatar, _host(state.peer))
+            avatar = await self.uploads.at_size(upload, offer.size)
         else:
-            avatar = await self.avatars.get(offer.avatar, offer.framing)
+            avatar = await self.avatars.get(offer.avatar, offer.framing, offer.size)
         session = Session(
             self.config, self.engine, avatar, send,
             on_closed=self._session_closed, number=self.sessions.next_number(), clock=self.clock,
@@ -361,8 +362,8 @@ class App:
             self.metrics.sessions_rejected.inc()
             raise
         state.session = session
-        session.log.info("offer peer=%s avatar=%s mode=%s channel=%s", state.peer, avatar.avatar_id,
-                         offer.mode, offer.channel or "-")
+        session.log.info("offer peer=%s avatar=%s mode=%s channel=%s size=%d", state.peer, avatar.avatar_id,
+                         offer.mode, offer.channel or "-", avatar.image.shape[0])
         answer_sdp = await session.start(offer.sdp)
         self.metrics.sessions_started.inc()
         if offer.broadcast:

@@ -74,7 +74,7 @@ class AvatarRegistry:
         self.avatar_dir = Path(avatar_dir) if avatar_dir is not None else None
         stem = self.default_portrait.stem
         self.default_id = stem if AVATAR_ID.match(stem) else "default"
-        self._cache: dict[tuple[str, Framing], tuple[float, asyncio.Task[PreparedAvatar]]] = {}
+        self._cache: dict[tuple[str, Framing, int], tuple[float, asyncio.Task[PreparedAvatar]]] = {}
         self._skipped: set[str] = set()
         self.require_consent = require_consent
         self._sidecars = SidecarReader()
@@ -140,19 +140,22 @@ class AvatarRegistry:
                 return entry
         raise SignallingError(f"unknown avatar {avatar_id!r}; send list_avatars to see the choices")
 
-    async def get(self, avatar_id: str | None = None, framing: Framing | None = None) -> PreparedAvatar:
-        """Prepared avatar (cached per framing; re-prepared when the portrait file changed on disk).
-        ``framing`` None: the avatar's own (its sidecar's, else the server's)."""
+    async def get(self, avatar_id: str | None = None, framing: Framing | None = None,
+                  size: int | None = None) -> PreparedAvatar:
+        """Prepared avatar (cached per framing and size; re-prepared when the portrait file changed on
+        disk). ``framing`` None: the avatar's own (its sidecar's, else the server's); ``size`` None: the
+        engine's (a size the engine does not render raises a one-line ``ConfigError``)."""
         entry = self.find(avatar_id)
         framing = self.framing_of(entry) if framing is None else Framing(framing)
+        size = self.engine.output_size(size)
         try:
             stamp = entry.path.stat().st_mtime
         except OSError:
             raise PortraitError(f"avatar portrait not found: {entry.path}") from None
-        key = (entry.id, framing)
+        key = (entry.id, framing, size)
         cached = self._cache.get(key)
         if cached is None or cached[0] != stamp or _failed(cached[1]):
-            task = asyncio.ensure_future(self._prepare(entry, framing))
+            task = asyncio.ensure_future(self._prepare(entry, framing, size))
             self._cache[key] = (stamp, task)
             cached = self._cache[key]
         return await asyncio.shield(cached[1])
@@ -164,10 +167,10 @@ class AvatarRegistry:
     async def prepare_default(self) -> PreparedAvatar:
         return await self.get(None)
 
-    async def _prepare(self, entry: AvatarEntry, framing: Framing) -> PreparedAvatar:
-        log.info("preparing avatar %s from %s framing=%s", entry.id, entry.path, framing)
+    async def _prepare(self, entry: AvatarEntry, framing: Framing, size: int) -> PreparedAvatar:
+        log.info("preparing avatar %s from %s framing=%s size=%d", entry.id, entry.path, framing, size)
         try:
-            prepared = await asyncio.to_thread(self.engine.prepare, entry.path, entry.id, framing)
+            prepared = await asyncio.to_thread(self.engine.prepare, entry.path, entry.id, framing, size)
         except AvatarError:
             raise
         except Exception as exc:  # an engine bug must not reach clients (or the console) as a traceback

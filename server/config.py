@@ -32,7 +32,8 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     max_sessions: int = field(default_factory=default_max_sessions)
-    """Concurrent sessions; ``auto`` (the default) = one per usable CPU core (server/capacity.py)."""
+    """Concurrent sessions; ``auto`` (the default) = three per two usable CPU cores, at most three per
+    process (server/capacity.py)."""
     max_message_bytes: int = 3145728
     static_dir: str = "static"
     ice_servers: list = field(default_factory=list)

@@ -246,7 +246,7 @@ class Session:
         """Runs in a worker thread: the engine session, watermarked unless the config says not to."""
         engine_session = self.engine.new_session(self.avatar, seed)
         if self.config.provenance.watermark:
-            engine_session = WatermarkedSession(engine_session, size=self.engine.size)
+            engine_session = WatermarkedSession(engine_session, size=self.avatar.image.shape[0])
             self.log.info("watermark id %06x", engine_session.payload.session_id)
         return engine_session
 

@@ -49,6 +49,9 @@ class Offer:
     ``avatar.framing``). Uploaded portraits stream as previewed and ignore it."""
     broadcast: bool = False
     """Also publish this session's stream into the Janus room of ``server.janus`` (server/broadcast/)."""
+    size: int | None = None
+    """Square video side in px for this session (one of the engine's ``output_sizes``, e.g. 256, 384 or
+    512 up to ``engine.size``); None: ``engine.size``. A smaller picture costs the server less CPU."""
 
 
 @dataclass(frozen=True)
@@ -184,8 +187,11 @@ def _parse_offer(data: dict[str, Any]) -> Offer:
     broadcast = data.get("broadcast", False)
     if not isinstance(broadcast, bool):
         raise SignallingError("offer 'broadcast' must be true or false")
+    size = data.get("size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= 4096):
+        raise SignallingError("offer 'size' must be the video's side in pixels, e.g. 256, 384 or 512")
     return Offer(sdp=sdp, avatar=avatar or None, mode=mode, channel=channel, key=key, framing=framing or None,
-                 broadcast=broadcast)
+                 broadcast=broadcast, size=size)
 
 
 def parse_mode(value: object) -> SessionMode:

@@ -32,6 +32,7 @@ import numpy as np
 
 from avatar.engine import Engine, PreparedAvatar
 from avatar.errors import AvatarError
+from avatar.face.framing import Framing
 from avatar.face.portrait import MIN_FACE_PX, detect_faces
 from server.config import AvatarSettings
 from server.consent import ConsentRecord
@@ -245,6 +246,16 @@ class PortraitUploads:
         item.last_used = self.now()
         self._stored.move_to_end(avatar_id)
         return item.avatar
+
+    async def at_size(self, avatar: PreparedAvatar, size: int | None) -> PreparedAvatar:
+        """``avatar`` (a prepared upload) at the side ``size`` a session asked for: its framed picture,
+        prepared again at that size in a worker thread (the engine caches it by content); ``size`` None
+        or the upload's own: ``avatar`` itself. A size the engine does not render raises ``ConfigError``."""
+        size = self.engine.output_size(size)
+        if size == avatar.image.shape[0]:
+            return avatar
+        prepare = self.engine.prepare
+        return await asyncio.to_thread(prepare, avatar.image, avatar.avatar_id, Framing.FULL, size)
 
     def consent_record(self, avatar_id: str) -> ConsentRecord | None:
         item = self._stored.get(avatar_id)

@@ -24,6 +24,13 @@ export function signallingUrl(location = window.location) {
   return `${scheme}//${location.host}/ws${query}`;
 }
 
+/** The video size a page's own URL asks for (`?size=256`: the picture's side in px, 0 for the server's
+ * default); the server refuses sizes its engine does not render with a one-line error. */
+export function pageVideoSize(location = window.location) {
+  const size = Number(new URLSearchParams(location.search || "").get("size"));
+  return Number.isInteger(size) && size > 0 ? size : 0;
+}
+
 /** The server's STUN/TURN servers (server.ice_servers) from `GET /ice-servers` on the signalling
  * socket's host (with its `?token=`); [] (host candidates only) when they cannot be fetched. */
 export async function fetchIceServers(wsUrl = signallingUrl(), timeoutMs = ICE_SERVERS_TIMEOUT_MS) {
@@ -117,13 +124,17 @@ function earlyRefusal(early) {
  * microphone only interrupts it). Without a microphone stream an audio transceiver is still offered
  * (`audioDirection`, default "recvonly") so the avatar's voice can come back; with "sendrecv" a
  * microphone can be attached later with setMicrophone() without renegotiating.
+ *
+ * size: the video's side in px (256, 384 or 512 up to the server's engine.size; default the page URL's
+ * `?size=`, else the server's): a smaller picture costs the server less CPU per session.
  */
 export class AvatarSession {
   constructor({
     micStream = null, avatarId = "", iceServers = null, url = signallingUrl(), handlers = {}, mode = "",
-    audioDirection = "recvonly", channel = "", channelKey = "", iceTransportPolicy = "all",
+    audioDirection = "recvonly", channel = "", channelKey = "", iceTransportPolicy = "all", size = pageVideoSize(),
   }) {
     this.micStream = micStream;
+    this.size = size; // the video's side in px (offer "size"); 0: the server's engine.size
     this.mode = mode;
     this.channel = channel;
     this.channelKey = channelKey;
@@ -183,6 +194,7 @@ export class AvatarSession {
     const offer = { type: "offer", sdp: pc.localDescription.sdp };
     if (this.avatarId) offer.avatar = this.avatarId;
     if (this.mode) offer.mode = this.mode;
+    if (this.size) offer.size = this.size;
     if (this.channel) {
       offer.channel = this.channel;
       offer.key = this.channelKey;

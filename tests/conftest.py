@@ -78,7 +78,9 @@ class BoxEngine(Engine):
         self.framings: list[str | None] = []
         """The ``framing`` each ``prepare`` call asked for (the box engine does not crop)."""
 
-    def prepare(self, portrait, avatar_id: str | None = None, framing: str | None = None) -> PreparedAvatar:
+    def prepare(self, portrait, avatar_id: str | None = None, framing: str | None = None,
+                size: int | None = None) -> PreparedAvatar:
+        size = self.output_size(size)
         if isinstance(portrait, np.ndarray):
             rgb = portrait
         else:
@@ -88,7 +90,7 @@ class BoxEngine(Engine):
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         self.prepared.append(avatar_id or "")
         self.framings.append(None if framing is None else str(framing))
-        image = cv2.resize(rgb, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        image = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
         return PreparedAvatar(avatar_id=avatar_id or "portrait", image=np.ascontiguousarray(image))
 
     def new_session(self, avatar: PreparedAvatar, seed: int = 0) -> BoxSession:

@@ -320,7 +320,7 @@ class MouthEngine(Engine):
     def __init__(self, fps: float = FPS, size: int = 512, seed: int = 0) -> None:
         super().__init__(fps=fps, size=size)
 
-    def prepare(self, portrait, avatar_id=None) -> PreparedAvatar:
+    def prepare(self, portrait, avatar_id=None, framing=None, size=None) -> PreparedAvatar:
         from avatar.evaluation.media import read_image
         from avatar.evaluation.mouth_track import FaceMeshTracker
 

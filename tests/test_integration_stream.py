@@ -48,7 +48,7 @@ class LoudnessEngine(Engine):
         super().__init__(fps=25.0, size=SIZE)
         self.fail_after = fail_after
 
-    def prepare(self, portrait, avatar_id=None) -> PreparedAvatar:
+    def prepare(self, portrait, avatar_id=None, framing=None, size=None) -> PreparedAvatar:
         return PreparedAvatar("test", np.zeros((SIZE, SIZE, 3), np.uint8))
 
     def new_session(self, avatar, seed=0) -> EngineSession:

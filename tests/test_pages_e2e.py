@@ -116,4 +116,7 @@ def test_overlay_connects_and_plays_without_controls(page, pages_server: ServerP
     page.wait_for_timeout(500)
     assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(18, 52, 86)"
     _wait_playing(page, pages_server)  # an invalid avatar id falls back to the default avatar
+    page.goto(pages_server.url + "/overlay?bg=green&size=256")  # a cheaper picture, asked for in the URL
+    page.wait_for_function("() => { const v = document.getElementById('avatar');"
+                           " return v && v.videoWidth === 256 && v.currentTime > 0.3; }", timeout=30_000)
     assert page.script_errors == []

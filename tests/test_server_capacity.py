@@ -18,13 +18,14 @@ from server.config import DEFAULT_CONFIG, build_config, load_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_default_is_one_session_per_usable_core() -> None:
+def test_default_is_three_sessions_per_two_usable_cores_at_most_three() -> None:
     cores = len(os.sched_getaffinity(0))
     assert usable_cores() == cores
+    expected = max(1, min(3, 3 * cores // 2))
     assert yaml.safe_load(DEFAULT_CONFIG.read_text())["server"]["max_sessions"] == "auto"
-    assert load_config().server.max_sessions == cores  # configs/default.yaml says auto
-    assert build_config({}).server.max_sessions == cores  # a config without the key
-    assert load_config(overrides=["server.max_sessions=auto"]).server.max_sessions == cores
+    assert load_config().server.max_sessions == expected  # configs/default.yaml says auto
+    assert build_config({}).server.max_sessions == expected  # a config without the key
+    assert load_config(overrides=["server.max_sessions=auto"]).server.max_sessions == expected
     assert load_config(overrides=["server.max_sessions=7"]).server.max_sessions == 7
 
 
@@ -38,7 +39,7 @@ def test_default_follows_the_affinity_mask_of_the_process() -> None:
 
 
 def test_default_max_sessions_is_clamped() -> None:
-    assert [default_max_sessions(n) for n in (1, 2, 16, 5000)] == [1, 2, 16, 1000]
+    assert [default_max_sessions(n) for n in (1, 2, 3, 16, 5000)] == [1, 3, 3, 3, 3]
     assert default_max_sessions(0) == 1
 
 

@@ -126,7 +126,8 @@ class EmoEngine(Engine):
         }
 
     def prepare(self, portrait: str | Path | np.ndarray, avatar_id: str | None = None,
-                framing: Framing | str | None = None) -> PreparedAvatar:
+                framing: Framing | str | None = None, size: int | None = None) -> PreparedAvatar:
+        self.output_size(size)  # the UNet is trained for one face region: only ``self.size``
         rig = locate_face(portrait, self.size, self.framing if framing is None else parse_framing(framing))
         image, box = rig.image, tuple(int(v) for v in rig.face_box)
         face = self.config.face

@@ -20,11 +20,13 @@ Warping is done backward on grids of nodes, then upsampled with ``cv2.resize`` f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 import cv2
 import numpy as np
+import scipy.sparse
 
 # --- MediaPipe face-mesh landmark indices (image-left eye is the subject's right eye) -------------
 FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
@@ -193,50 +195,21 @@ class WarpGrid:
         """Pixel coordinates to fractional (column, row) grid coordinates."""
         return (xy - np.asarray(self.origin) + 0.5) / self.step - 0.5
 
-    def _candidates(self, corners: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Nodes in each triangle's bounding box, with barycentric coefficients per triangle.
-
-        Returns (owner triangle per candidate, node column, node row, coefficients (k, 6)) where
-        w1 = c0*col + c1*row + c2 and w2 = c3*col + c4*row + c5 (w0 = 1 - w1 - w2) in grid units.
-        Degenerate triangles get no candidates.
-        """
-        rows, cols = self.shape
-        q = self.to_grid(corners.astype(np.float64))  # (k, 3, 2)
-        lo, hi = corner_bounds(q)
-        lo = np.maximum(np.ceil(lo - 1e-6), 0).astype(np.int64)
-        hi = np.minimum(np.floor(hi + 1e-6), [cols - 1, rows - 1]).astype(np.int64)
-        span = hi - lo + 1
-        e1, e2 = q[:, 1] - q[:, 0], q[:, 2] - q[:, 0]
-        det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-        usable = (span > 0).all(axis=1) & (np.abs(det) > 1e-9)
-        count = np.where(usable, span[:, 0] * span[:, 1], 0)
-        inv = 1.0 / np.where(usable, det, 1.0)
-        a1, b1 = e2[:, 1] * inv, -e2[:, 0] * inv
-        a2, b2 = -e1[:, 1] * inv, e1[:, 0] * inv
-        coef = np.stack([a1, b1, -(a1 * q[:, 0, 0] + b1 * q[:, 0, 1]),
-                         a2, b2, -(a2 * q[:, 0, 0] + b2 * q[:, 0, 1])], axis=1)
-        total = int(count.sum())
-        owner = np.repeat(np.arange(len(q)), count)
-        local = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
-        width = span[owner, 0]
-        gx = lo[owner, 0] + local % width
-        gy = lo[owner, 1] + local // width
-        return owner, gx, gy, coef
-
     def rasterize(self, corners: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Nodes inside triangles with ``corners`` (k, 3, 2) in pixels.
 
         Returns (triangle position in ``corners`` per hit, flat node index per hit, barycentric
         weights (hits, 3)). A node on a shared edge may be reported by both triangles.
         """
-        owner, gx, gy, coef = self._candidates(corners)
-        c = coef[owner]
+        cols = self.shape[1]
+        spans = _row_spans(self.to_grid(corners.astype(np.float64)), np.array([cols - 1, self.shape[0] - 1]))
+        owner = spans.pair_triangle[spans.hit_pair]
+        gx, gy = spans.hit_columns(), spans.row[spans.hit_pair]
+        c = np.take(spans.coef, owner, axis=0)
         w1 = c[:, 0] * gx + c[:, 1] * gy + c[:, 2]
         w2 = c[:, 3] * gx + c[:, 4] * gy + c[:, 5]
-        w0 = 1.0 - w1 - w2
-        inside = (w0 >= -1e-7) & (w1 >= -1e-7) & (w2 >= -1e-7)
-        weights = np.stack([w0[inside], w1[inside], w2[inside]], axis=1)
-        return owner[inside], gy[inside] * self.shape[1] + gx[inside], weights
+        weights = np.stack([1.0 - w1 - w2, w1, w2], axis=1)
+        return owner, (gy * cols + gx).astype(np.int64), weights
 
     def overlaps(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """Which boxes (min corner ``lo``, max corner ``hi``, (k, 2) pixels) touch the grid's area."""
@@ -251,36 +224,146 @@ class WarpGrid:
         ``rest``/``moved`` are triangle corners (T, 3, 2) in pixels at rest and deformed; ``which``
         lists the triangles to rasterise (those that moved). Nodes inside none of them keep their
         value in ``out`` (zeros when not given: in a fold-free warp a still triangle is covered by no
-        other triangle).
+        other triangle). ``exact_offsets_at`` does this for several grids at once.
         """
-        rows, cols = self.shape
         if out is None:
-            out = np.zeros((rows, cols, 2), dtype=np.float32)
-        if len(which) == 0:
-            return out
-        owner, gx, gy, coef = self._candidates(moved[which])
-        # The offset is affine in the node's grid position inside each triangle: fold the barycentric
-        # weights, the rest corners and the node's own pixel position into 6 more coefficients.
-        p0 = rest[which, 0]
-        d1, d2 = rest[which, 1] - p0, rest[which, 2] - p0
-        step, half = self.step, (self.step - 1) / 2.0
-        origin = np.asarray(self.origin, dtype=np.float64)
-        affine = []
-        for axis in (0, 1):
-            along_col = coef[:, 0] * d1[:, axis] + coef[:, 3] * d2[:, axis] - (step if axis == 0 else 0)
-            along_row = coef[:, 1] * d1[:, axis] + coef[:, 4] * d2[:, axis] - (step if axis == 1 else 0)
-            const = p0[:, axis] + coef[:, 2] * d1[:, axis] + coef[:, 5] * d2[:, axis] - origin[axis] - half
-            affine += [along_col, along_row, const]
-        c = np.concatenate([coef, np.stack(affine, axis=1)], axis=1)[owner]  # (n, 12)
-        w1 = c[:, 0] * gx + c[:, 1] * gy + c[:, 2]
-        w2 = c[:, 3] * gx + c[:, 4] * gy + c[:, 5]
-        inside = (w1 >= -1e-7) & (w2 >= -1e-7) & (w1 + w2 <= 1.0 + 1e-7)
-        c, gx, gy = c[inside], gx[inside], gy[inside]
-        flat = out.reshape(rows * cols, 2)
-        nodes = gy * cols + gx
-        flat[nodes, 0] = c[:, 6] * gx + c[:, 7] * gy + c[:, 8]
-        flat[nodes, 1] = c[:, 9] * gx + c[:, 10] * gy + c[:, 11]
+            out = np.zeros((*self.shape, 2), dtype=np.float32)
+        if len(which):
+            exact_offsets_at([self], [rest[which]], [moved[which]])[0].write(out)
         return out
+
+
+@dataclass(frozen=True)
+class NodeValues:
+    """Offsets (pixels) at some nodes of a grid: flat node indices (n,) and x, y values (n,) float64.
+    A node may be listed more than once (on an edge shared by two triangles); the last one counts."""
+
+    nodes: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+
+    def write(self, out: np.ndarray) -> None:
+        """Set these nodes of ``out`` (rows, cols, 2) float32 (C-contiguous) in place."""
+        flat = out.reshape(-1, 2)
+        flat[self.nodes, 0] = self.x
+        flat[self.nodes, 1] = self.y
+
+
+@dataclass(frozen=True)
+class _RowSpans:
+    """Grid nodes inside triangles, found row by row: for each (triangle, node row) pair the columns
+    where all three barycentric weights are >= -1e-7 (solved, not tested node by node)."""
+
+    coef: np.ndarray
+    """(k, 6) per triangle: w1 = c0*col + c1*row + c2, w2 = c3*col + c4*row + c5 in grid units."""
+    pair_triangle: np.ndarray
+    """(m,) the triangle of each pair."""
+    row: np.ndarray
+    """(m,) float64 the node row of each pair."""
+    first_column: np.ndarray
+    """(m,) float64 the pair's first inside column."""
+    count: np.ndarray
+    """(m,) inside nodes of each pair."""
+    hit_pair: np.ndarray
+    """(n,) the pair of each inside node, pairs in order."""
+
+    def hit_columns(self) -> np.ndarray:
+        """Column (float64) of each inside node."""
+        first = np.repeat(np.cumsum(self.count) - self.count, self.count)
+        return self.first_column[self.hit_pair] + (np.arange(len(self.hit_pair)) - first)
+
+
+_INSIDE = 1e-7
+"""Barycentric tolerance: a node this close outside a triangle's edge counts as inside."""
+
+
+def _row_spans(q: np.ndarray, last: np.ndarray) -> _RowSpans:
+    """Nodes inside triangles with corners ``q`` (k, 3, 2) in grid units (column, row), on grids
+    whose last node is ``last`` ((2,) or per triangle (k, 2): column, row). Degenerate triangles
+    get no nodes."""
+    lo, hi = corner_bounds(q)
+    lo = np.maximum(np.ceil(lo - 1e-6), 0.0)
+    hi = np.minimum(np.floor(hi + 1e-6), last)
+    q0 = q[:, 0]
+    e1, e2 = q[:, 1] - q0, q[:, 2] - q0
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    usable = (hi[:, 0] >= lo[:, 0]) & (hi[:, 1] >= lo[:, 1]) & (np.abs(det) > 1e-9)
+    inv = 1.0 / np.where(usable, det, 1.0)
+    a1, b1 = e2[:, 1] * inv, -e2[:, 0] * inv
+    a2, b2 = -e1[:, 1] * inv, e1[:, 0] * inv
+    coef = np.stack([a1, b1, -(a1 * q0[:, 0] + b1 * q0[:, 1]),
+                     a2, b2, -(a2 * q0[:, 0] + b2 * q0[:, 1])], axis=1)
+    rows = np.where(usable, hi[:, 1] - lo[:, 1] + 1, 0.0).astype(np.intp)
+    pair_triangle = np.repeat(np.arange(len(q)), rows)
+    # per pair: triangle coefficients, its box's columns and first row (np.take: fast on rows)
+    p = np.take(np.concatenate([coef, lo, hi[:, :1]], axis=1), pair_triangle, axis=0)
+    row = p[:, 7] + (np.arange(len(p)) - np.repeat(np.cumsum(rows) - rows, rows))
+    # Along a row each weight is affine in the column: w_i = slope_i * col + at0_i >= -_INSIDE.
+    slope = np.stack([p[:, 0], p[:, 3], -(p[:, 0] + p[:, 3])])
+    at0 = np.empty_like(slope)
+    np.multiply(p[:, 1], row, out=at0[0])
+    at0[0] += p[:, 2]
+    np.multiply(p[:, 4], row, out=at0[1])
+    at0[1] += p[:, 5]
+    np.subtract(1.0, at0[0], out=at0[2])
+    at0[2] -= at0[1]
+    flat = slope == 0.0
+    bound = (-_INSIDE - at0) / np.where(flat, 1.0, slope)  # the column where w_i crosses -_INSIDE
+    first = np.maximum(np.ceil(np.max(np.where(slope > 0, bound, -np.inf), axis=0)), p[:, 6])
+    last_column = np.minimum(np.floor(np.min(np.where(slope < 0, bound, np.inf), axis=0)), p[:, 8])
+    count = last_column - first + 1
+    count[(flat & (at0 < -_INSIDE)).any(axis=0) | ~(count > 0)] = 0
+    count = count.astype(np.intp)
+    return _RowSpans(coef, pair_triangle, row, first, count, np.repeat(np.arange(len(p)), count))
+
+
+def exact_offsets_at(grids: Sequence[WarpGrid], rest: Sequence[np.ndarray], moved: Sequence[np.ndarray]
+                     ) -> list[NodeValues]:
+    """Exact backward offsets (rest position - node position, pixels) at the nodes of each grid that
+    its triangles cover, for several grids in one vectorised pass.
+
+    ``rest[g]``/``moved[g]``: corners (k_g, 3, 2) in pixels, at rest and deformed, of the triangles to
+    rasterise on ``grids[g]``. Inside a deformed triangle the backward map is affine, so each node's
+    rest position comes from that triangle's barycentric weights.
+    """
+    sizes = [len(r) for r in rest]
+    if sum(sizes) == 0:
+        empty = np.zeros(0)
+        return [NodeValues(empty.astype(np.intp), empty, empty) for _ in grids]
+    per_grid = np.array([[*g.origin, g.step, g.shape[1] - 1, g.shape[0] - 1] for g in grids], np.float64)
+    per = np.repeat(per_grid, sizes, axis=0)  # per triangle: origin x, y, step, last column, last row
+    origin, step = per[:, :2], per[:, 2]
+    rest_corners = np.concatenate(rest).astype(np.float64, copy=False)
+    q = (np.concatenate(moved) - origin[:, None] + 0.5) / step[:, None, None] - 0.5
+    spans = _row_spans(q, per[:, 3:])
+    # The offset is affine in the node's grid position inside each triangle: fold the barycentric
+    # weights, the rest corners and the node's own pixel position into per-pair slopes along the row.
+    c = spans.coef
+    p0 = rest_corners[:, 0]
+    d1, d2 = rest_corners[:, 1] - p0, rest_corners[:, 2] - p0
+    half = (step - 1) / 2.0
+    along_col = [c[:, 0] * d1[:, 0] + c[:, 3] * d2[:, 0] - step, c[:, 0] * d1[:, 1] + c[:, 3] * d2[:, 1]]
+    along_row = [c[:, 1] * d1[:, 0] + c[:, 4] * d2[:, 0], c[:, 1] * d1[:, 1] + c[:, 4] * d2[:, 1] - step]
+    const = [p0[:, axis] + c[:, 2] * d1[:, axis] + c[:, 5] * d2[:, axis] - origin[:, axis] - half
+             for axis in (0, 1)]
+    columns = per[:, 3] + 1
+    t = np.take(np.stack([*along_col, *along_row, *const, columns], axis=1), spans.pair_triangle, axis=0)
+    row = spans.row
+    pair = np.stack([t[:, 0], t[:, 2] * row + t[:, 4], t[:, 1], t[:, 3] * row + t[:, 5],
+                     spans.first_column, row * t[:, 6]], axis=1)
+    h = np.take(pair, spans.hit_pair, axis=0)  # per inside node
+    ends = np.cumsum(spans.count)
+    col = h[:, 4] + (np.arange(len(h)) - np.repeat(ends - spans.count, spans.count))
+    x = h[:, 0] * col
+    x += h[:, 1]
+    y = h[:, 2] * col
+    y += h[:, 3]
+    nodes = (h[:, 5] + col).astype(np.intp)
+    # triangles, pairs and inside nodes are in grid order: cut them where each grid's triangles end
+    pair_cuts = np.searchsorted(spans.pair_triangle, np.cumsum(sizes)[:-1])
+    cuts = np.concatenate([[0], ends])[pair_cuts]
+    return [NodeValues(*parts) for parts in zip(np.split(nodes, cuts), np.split(x, cuts), np.split(y, cuts),
+                                                strict=True)]
 
 
 class RestSampler:
@@ -305,26 +388,29 @@ class RestSampler:
         self.active = nodes
         self.vertex_t = np.ascontiguousarray(mesh.triangles[tri_ids].T)  # (3, n)
         self.weight_t = np.ascontiguousarray(weights.T.astype(np.float32))  # (3, n)
+        # The same weights as a sparse (nodes, V) matrix; a node on an edge shared by two triangles
+        # keeps its last one (as rasterised).
+        last = len(nodes) - 1 - np.unique(nodes[::-1], return_index=True)[1]
+        self._weights = scipy.sparse.csr_array(
+            (self.weight_t[:, last].T.ravel(), (np.repeat(nodes[last], 3), self.vertex_t[:, last].T.ravel())),
+            shape=(rows * cols, len(mesh.vertices)), dtype=np.float32)
         node = grid.to_grid(grid.node_xy()).astype(np.float32)
-        self._node_gx = node[:, 0].reshape(rows, cols)
-        self._node_gy = node[:, 1].reshape(rows, cols)
+        self._node_gxy = node.reshape(rows, cols, 2)
 
     def forward_field(self, displacement: np.ndarray) -> np.ndarray:
         """Forward displacement at every node, float32 (rows, cols, 2), from (V, 2) pixels."""
         rows, cols = self.grid.shape
-        field = np.zeros((rows * cols, 2), dtype=np.float32)
-        d = displacement.astype(np.float32)
-        field[self.active, 0] = (d[:, 0][self.vertex_t] * self.weight_t).sum(axis=0)
-        field[self.active, 1] = (d[:, 1][self.vertex_t] * self.weight_t).sum(axis=0)
-        return field.reshape(rows, cols, 2)
+        return (self._weights @ displacement.astype(np.float32)).reshape(rows, cols, 2)
 
     def invert(self, field: np.ndarray, rows: slice, cols: slice, iterations: int = 5) -> np.ndarray:
         """Backward offsets in pixels solving y = x - field(y) at the nodes x in ``[rows, cols]``."""
         step = float(self.grid.step)
-        gx, gy = self._node_gx[rows, cols], self._node_gy[rows, cols]
-        offsets = -field[rows, cols]
+        node = self._node_gxy[rows, cols]
+        backward = -field
+        offsets = backward[rows, cols]
+        position = np.empty(offsets.shape, dtype=np.float32)  # where each node samples, grid units
         for _ in range(iterations):
-            map_x = gx + offsets[:, :, 0] / step
-            map_y = gy + offsets[:, :, 1] / step
-            offsets = -cv2.remap(field, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            np.divide(offsets, step, out=position)
+            position += node
+            offsets = cv2.remap(backward, position, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return offsets

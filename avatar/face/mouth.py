@@ -8,6 +8,8 @@ Compositing uses feathered polygon masks.
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -16,6 +18,14 @@ from avatar.face.mesh import LIPS_INNER_LOWER, LIPS_INNER_UPPER, LIPS_OUTER_LOWE
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _INCISOR_EDGES = np.array([0.0, -0.2, 0.2, -0.38, 0.38, -0.54, 0.54, -0.68, 0.68], dtype=np.float32)
 """Gaps between upper teeth across the mouth, in half-widths of the inner lip line."""
+_TABLE_U = np.linspace(-1.0, 1.0, 401, dtype=np.float32)
+"""Where the teeth gaps' profile is tabulated across the mouth (half-widths)."""
+
+
+def _widest_gap(upper: np.ndarray, lower: np.ndarray) -> float:
+    """The largest distance (pixels) between matching points of two contours (k, 2)."""
+    d = upper - lower
+    return math.sqrt(float(np.max(d[:, 0] ** 2 + d[:, 1] ** 2)))
 
 
 def _polygon_mask(shape: tuple[int, int], polygons: list[np.ndarray]) -> np.ndarray:
@@ -85,7 +95,10 @@ class MouthPainter:
 
     def opacity(self, upper: np.ndarray, lower: np.ndarray) -> float:
         """How much of the synthetic interior to show (0..1) given the current contours (11, 2)."""
-        gap = float(np.max(np.linalg.norm(upper - lower, axis=1)))
+        return self._opacity(_widest_gap(upper, lower))
+
+    def _opacity(self, gap: float) -> float:
+        """``opacity`` for the widest gap between the contours (pixels)."""
         extra = gap - self.rest_gap
         ramp = 0.5 * self.rest_gap + 0.015 * self.face_height
         return float(np.clip(extra / max(ramp, 1e-3), 0.0, 1.0))
@@ -108,7 +121,8 @@ class MouthPainter:
         ``box``: from ``box()``; ``rest_layer``: for ``rest_open`` mouths, the portrait warped with
         the jaw at rest over ``box`` (float32 (h, w, 3)) and its inner-lip polygon (k, 2) in pixels.
         """
-        alpha = self.opacity(upper, lower)
+        gap = _widest_gap(upper, lower)
+        alpha = self._opacity(gap)
         if alpha <= 0.0 and rest_layer is None:
             return
         x0, y0, x1, y1 = box
@@ -118,7 +132,7 @@ class MouthPainter:
         mask = cv2.GaussianBlur(_polygon_mask(shape, [polygon - origin]).astype(np.float32) / 255.0,
                                 (0, 0), self.feather)
         # a polygon fill always draws its outline: fade out as the lips meet (gap under 2 px)
-        mask *= float(np.clip(np.max(np.linalg.norm(upper - lower, axis=1)) / 2.0, 0.0, 1.0))
+        mask *= min(max(gap / 2.0, 0.0), 1.0)
         roi = frame[y0:y1, x0:x1].astype(np.float32)
         inside = roi
         if alpha > 0.0:
@@ -155,31 +169,40 @@ class MouthPainter:
         depth = v - v_up  # pixels below the upper lip
         width = 2 * half
 
+        # The interior is the cavity colour blended towards the tongue, the lower teeth and the upper
+        # teeth in turn (each ``color += (target - color) * weight``), times the corners' occlusion;
+        # carried as one weight per palette colour (scalars per pixel, one (h, w, 3) product at the end).
         # Cavity: darkest at the back under the teeth, a little lighter towards the tongue.
-        color = pal.cavity[None, None, :] * (0.7 + 0.6 * t)[:, :, None]
+        cavity = 0.7 + 0.6 * t
         # Tongue: a low dome across the middle, lit on top, when the mouth is open enough.
         span = np.clip(1.0 - (u / 0.7) ** 2, 0.0, 1.0)
         dome = 1.0 - 0.35 * np.sqrt(span)
         tongue = np.clip((t - dome) / 0.15, 0.0, 1.0) * np.clip(gap / (0.06 * self.face_height) - 0.3, 0, 1)
         tongue_shade = (0.7 + 0.3 * span) * (1.0 + 0.15 * np.clip(1.0 - (t - dome) / 0.2, 0, 1))
-        color += (pal.tongue[None, None, :] * tongue_shade[:, :, None] - color) * tongue[:, :, None]
+        cavity *= 1.0 - tongue
+        tongue *= tongue_shade
         # Lower teeth: a faint band just above the lower lip in the middle of a wide-open mouth.
         low_reach = 0.035 * width * np.sqrt(np.clip(1.0 - (u / 0.5) ** 2, 0, 1))
         low_teeth = np.clip((depth - (gap - low_reach)) / 0.8, 0, 1) * np.clip(gap / (0.1 * width) - 1, 0, 1)
-        color += (pal.teeth[None, None, :] * 0.7 - color) * (0.6 * low_teeth)[:, :, None]
+        low_teeth *= 0.6
+        keep = 1.0 - low_teeth
+        cavity *= keep
+        tongue *= keep
+        teeth_weight = 0.7 * low_teeth
         # Upper teeth: a light band under the upper lip with a curved edge and faint gaps.
         arch = np.sqrt(np.clip(1.0 - (u / 0.82) ** 2, 0.0, 1.0))
         reach = np.minimum(0.11 * width * arch, 0.6 * gap)
         teeth = np.clip((reach - depth) / 0.8 + 0.5, 0.0, 1.0) * ((arch > 0) & upper_teeth)
-        table_u = np.linspace(-1.0, 1.0, 401, dtype=np.float32)
-        table = np.exp(-(((table_u[:, None] - _INCISOR_EDGES) * half / 0.6) ** 2)).sum(axis=1)
-        gaps = np.interp(u, table_u, np.clip(table, 0, 1))
+        table = np.exp(-(((_TABLE_U[:, None] - _INCISOR_EDGES) * half / 0.6) ** 2)).sum(axis=1)
+        gaps = np.interp(u, _TABLE_U, np.clip(table, 0, 1))
         tooth_shade = (1.0 - 0.4 * au**2) * (1.0 - 0.1 * gaps)
         tooth_shade *= 0.82 + 0.18 * np.clip(depth / np.maximum(0.35 * reach, 1e-3), 0, 1)
-        color += (pal.teeth[None, None, :] * tooth_shade[:, :, None] - color) * teeth[:, :, None]
+        keep = 1.0 - teeth
         # Ambient occlusion: darker towards the corners.
         occlusion = 1.0 - 0.6 * au**4
-        return color * occlusion[:, :, None]
+        weights = np.stack([cavity * keep, tongue * keep, teeth_weight * keep + tooth_shade * teeth], axis=2)
+        weights *= occlusion[:, :, None]
+        return weights @ np.stack([pal.cavity, pal.tongue, pal.teeth])
 
 
 def _increasing(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ from avatar.engine import SAMPLE_RATE, AudioWindow
 from avatar.errors import ConfigError
 from avatar.face.motion_types import FaceMotion
 from avatar.motion.audio_features import AHEAD_HOPS, HOP, WIN
+from avatar.motion.batching import DenoiseBatcher
 from avatar.motion.network import MotionNets
 from avatar.motion.representation import MotionBasis
 from avatar.motion.rules import IdleMotion
@@ -50,6 +51,14 @@ class MotionModel:
             raise ConfigError(f"motion model {self.folder} was not trained at 25 fps")
         self.start = self.basis.normalise(self.basis.rest_vector()[None])[0]
         self.net.fill = self.start
+        self._batchers: dict[SamplerSettings, DenoiseBatcher] = {}
+        self._batchers_lock = threading.Lock()
+
+    def batcher(self, settings: SamplerSettings) -> DenoiseBatcher:
+        """The one ``DenoiseBatcher`` of this model and ``settings``, shared by every session that samples
+        with them (concurrent sessions' frames run as one batch: ``avatar/motion/batching.py``)."""
+        with self._batchers_lock:
+            return self._batchers.setdefault(settings, DenoiseBatcher(self.net, settings))
 
 
 _lock = threading.Lock()
@@ -80,8 +89,9 @@ class LearnedMotionGenerator:
             raise ConfigError(f"learned motion runs at 25 fps, not {fps:g}: use motion: rules at other rates")
         self.fps = 25.0
         self.model = model or load_motion_model()
+        settings = settings or self.model.settings
         self.sampler = StreamingSampler(
-            self.model.net, self.model.start, settings or self.model.settings, seed, self.fps
+            self.model.net, self.model.start, settings, seed, self.fps, self.model.batcher(settings)
         )
         self._idle = IdleMotion(np.random.default_rng(seed))
         self._recent: dict[int, FaceMotion] = {}

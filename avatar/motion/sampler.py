@@ -15,8 +15,10 @@ Samplers (``SamplerKind``):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 
 import numpy as np
 
@@ -246,9 +248,18 @@ class StreamingSampler:
     """Per-session state: audio seen so far, the motion frames, and the frames already generated."""
 
     def __init__(
-        self, net: MotionNets, start: np.ndarray, settings: SamplerSettings, seed: int, fps: float = 25.0
+        self,
+        net: MotionNets,
+        start: np.ndarray,
+        settings: SamplerSettings,
+        seed: int,
+        fps: float = 25.0,
+        denoiser: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
     ) -> None:
+        """``denoiser``: ``(mel, context, noise) -> motion`` in place of ``denoise`` with ``net`` and
+        ``settings`` (e.g. a ``batching.DenoiseBatcher`` shared by the sessions of a process)."""
         self.net, self.settings, self.seed, self.fps = net, settings, int(seed), float(fps)
+        self._denoise = denoiser or partial(denoise, net, settings=settings)
         self.audio = TimelineAudio()
         self.history = np.repeat(start[None].astype(np.float32), net.context_frames, axis=0)
         self.next_frame = 0
@@ -292,7 +303,7 @@ class StreamingSampler:
         mel = log_mel(self._mel(f))[None]
         if self.net.voice is not None:
             mel = self.net.voice.apply(mel, self._voice_mean)
-        x = self._recentre(denoise(self.net, mel, self.history[None], self._noise[None], self.settings))[0]
+        x = self._recentre(self._denoise(mel, self.history[None], self._noise[None]))[0]
         self.history = np.concatenate([self.history[1:], x[None]], axis=0)
         self.next_frame = f + 1
         return x

@@ -44,6 +44,11 @@ def _portrait_key(portrait: str | Path | np.ndarray, size: int, framing: Framing
     return digest.hexdigest()
 
 
+SESSION_SIZES = (256, 384, 512)
+"""Square output sides (px) a session may ask for, up to ``engine.size`` (a smaller picture costs less
+CPU per frame: docs/benchmarks.md, "Where a session's milliseconds go")."""
+
+
 class ParametricSession(EngineSession):
     """One live or offline stream: a motion generator (stateful, seeded) and a renderer."""
 
@@ -98,16 +103,23 @@ class ParametricEngine(Engine):
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
+    @property
+    def output_sizes(self) -> tuple[int, ...]:
+        """The smaller ``SESSION_SIZES`` and ``self.size``: a session may ask for a cheaper picture, never
+        a larger one than the operator configured."""
+        return tuple(sorted({s for s in SESSION_SIZES if s < self.size} | {self.size}))
+
     def prepare(self, portrait: str | Path | np.ndarray, avatar_id: str | None = None,
-                framing: Framing | str | None = None) -> PreparedAvatar:
+                framing: Framing | str | None = None, size: int | None = None) -> PreparedAvatar:
         framing = self.framing if framing is None else parse_framing(framing)
-        key = _portrait_key(portrait, self.size, framing)
+        size = self.output_size(size)
+        key = _portrait_key(portrait, size, framing)
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None:
                 self._cache.move_to_end(key)
                 return cached if avatar_id is None else dataclasses.replace(cached, avatar_id=avatar_id)
-        rig = prepare_portrait(portrait, size=self.size, framing=framing)
+        rig = prepare_portrait(portrait, size=size, framing=framing)
         if avatar_id is None:
             avatar_id = Path(portrait).stem if not isinstance(portrait, np.ndarray) else key[:12]
         prepared = PreparedAvatar(avatar_id=avatar_id, image=rig.image, data=rig, warnings=list(rig.warnings))
