@@ -196,7 +196,8 @@ class App:
         if path == "/health":
             body = {"status": "ok", "engine": getattr(self.engine, "name", "engine"),
                     "sessions": len(self.sessions), "badge": self.config.provenance.badge,
-                    "upload": self.uploads.enabled, "consent": self.config.avatar.require_consent}
+                    "upload": self.uploads.enabled, "consent": self.config.avatar.require_consent,
+                    "sizes": list(self.engine.output_sizes)}
             return json_response(body)
         if path == "/avatars":
             return json_response(self.avatars.public_list())

@@ -1,7 +1,7 @@
 // Page controller: Start/Stop, pickers, connection state, messages and live statistics.
 
 import { microphoneAvailable, MIC_INSECURE, openMicrophone, refreshMicrophonePicker } from "./devices.js";
-import { AvatarSession, SERVER_UNREACHABLE } from "./signalling.js";
+import { AvatarSession, pageVideoSize, SERVER_UNREACHABLE } from "./signalling.js";
 import { showAiBadgeIfConfigured } from "./badge.js";
 import { acceptPortraitFiles, uploadPortrait, uploadSettings } from "./upload.js";
 import { serverFrameStats, StatsMonitor } from "./stats.js";
@@ -19,6 +19,7 @@ const ui = {
   speaking: $("speaking"),
   avatarSelect: $("avatar-select"),
   micSelect: $("mic-select"),
+  sizeSelect: $("size-select"),
   fps: $("stat-fps"),
   latency: $("stat-latency"),
   frames: $("stat-frames"),
@@ -41,6 +42,7 @@ function setState(state) {
   ui.start.classList.toggle("danger", busy);
   ui.avatarSelect.disabled = busy;
   ui.micSelect.disabled = busy;
+  ui.sizeSelect.disabled = busy;
 }
 
 function showMessage(text, kind = "error") {
@@ -126,6 +128,24 @@ async function loadAvatars() {
   if (keep && valid.some((a) => a.id === keep)) ui.avatarSelect.value = keep;
 }
 
+/** The picture sizes the server renders (GET /health "sizes"): a picker when there is a choice, the
+ * largest (the server's engine.size) first selected unless the page URL asks for another (`?size=`). */
+async function loadSizes() {
+  let sizes;
+  try {
+    const response = await fetch("health", { cache: "no-store" });
+    sizes = (await response.json())?.sizes;
+  } catch {
+    return;
+  }
+  if (!Array.isArray(sizes)) return;
+  sizes = sizes.filter((s) => Number.isInteger(s) && s > 0).sort((a, b) => b - a);
+  if (sizes.length < 2) return;
+  const wanted = sizes.includes(pageVideoSize()) ? pageVideoSize() : sizes[0];
+  ui.sizeSelect.replaceChildren(...sizes.map((s) => new Option(`${s} × ${s}`, String(s), false, s === wanted)));
+  $("size-row").hidden = false;
+}
+
 function attachVideo(stream) {
   ui.video.srcObject = stream;
   ui.video.play().catch(() => {}); // autoplay of a muted video is allowed; ignore interrupted plays
@@ -179,6 +199,7 @@ async function start() {
     run.session = new AvatarSession({
       micStream: run.micStream,
       avatarId: ui.avatarSelect.value,
+      size: Number(ui.sizeSelect.value) || pageVideoSize(),
       handlers: {
         onVideo: attachVideo,
         onAudio: attachVoice,
@@ -267,4 +288,5 @@ window.addEventListener("pagehide", stop);
 setState("idle");
 refreshMicrophonePicker(ui.micSelect);
 loadAvatars();
+loadSizes();
 showAiBadgeIfConfigured();

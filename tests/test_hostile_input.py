@@ -187,7 +187,7 @@ async def test_30_mb_message_closes_only_that_socket_with_1009(app, http_get):
             assert await running.wait_frames(before + 10), "the running session stalled"
             assert await ask(session_ws, {"type": "ping"}) == {"type": "pong"}
             expected = {"status": "ok", "engine": "box", "sessions": 1, "badge": False,
-                        "upload": False, "consent": False}
+                        "upload": False, "consent": False, "sizes": [128]}
             assert (await health(http_get, app.port)) == expected
     finally:
         await running.close()

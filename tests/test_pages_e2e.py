@@ -120,3 +120,19 @@ def test_overlay_connects_and_plays_without_controls(page, pages_server: ServerP
     page.wait_for_function("() => { const v = document.getElementById('avatar');"
                            " return v && v.videoWidth === 256 && v.currentTime > 0.3; }", timeout=30_000)
     assert page.script_errors == []
+
+
+def test_main_page_offers_smaller_pictures(page, pages_server: ServerProcess) -> None:
+    page.goto(pages_server.url + "/")
+    page.wait_for_selector("#size-row:not([hidden])", timeout=10_000)
+    options = page.eval_on_selector_all("#size-select option", "els => els.map((e) => e.value)")
+    assert options == ["512", "384", "256"]
+    assert page.input_value("#size-select") == "512"  # the server's engine.size unless asked otherwise
+    page.select_option("#size-select", "256")
+    page.click("#start")
+    page.wait_for_function("() => { const v = document.getElementById('avatar');"
+                           " return v && v.videoWidth === 256 && v.currentTime > 0.3; }", timeout=30_000)
+    assert page.is_disabled("#size-select")  # not while live
+    page.click("#start")
+    page.wait_for_function("() => document.body.dataset.state === 'idle'", timeout=10_000)
+    assert page.script_errors == []

@@ -41,7 +41,8 @@ async def test_health_avatars_and_static_routes(app, http_get):
     status, headers, body = await http_get(app.port, "/health")
     assert status == 200 and headers["content-type"] == "application/json"
     assert json.loads(body) == {"status": "ok", "engine": "box", "sessions": 0, "badge": False,
-                                "upload": False, "consent": False}
+                                "upload": False, "consent": False,
+                                "sizes": list(app.engine.output_sizes)}
     status, _, body = await http_get(app.port, "/avatars")
     avatars = json.loads(body)
     assert status == 200 and avatars[0]["id"] == "astronaut" and avatars[0]["name"] == "Astronaut"

@@ -146,7 +146,8 @@ async def test_speech_in_video_out_at_the_configured_rate(
                 break
             await asyncio.sleep(0.05)
         assert health == {"status": "ok", "engine": engine.name, "sessions": 0, "badge": False,
-                          "upload": False, "consent": False}
+                          "upload": False, "consent": False,
+                          "sizes": list(engine.output_sizes)}
     finally:
         await client.close()
         await app.stop()
