@@ -3,9 +3,9 @@
 A frame's sampling is a few matrix-vector products whose cost is mostly reading the nets' weights (3.4 M
 values), so frames of B sessions sampled together cost little more than one: on one core of the 2-core
 development VM, 1.81 ms for one frame, 2.11 ms for 2, 2.73 ms for 3 and 3.15 ms for 6 (0.53 ms a frame).
-Live sessions run in their own engine threads; when they ask at about the same time, the first caller
-runs one batch with everything queued meanwhile (its own request and the others'), then hands back each
-row. There is no thread of its own: a lone session always runs batches of one, with no waiting.
+Live sessions run in their own engine threads. One batch runs at a time: requests that arrive while one
+runs wait, and then run together as the next batch, in the thread of the oldest of them. There is no
+thread of its own: a lone session always runs batches of one, with no waiting.
 
 A frame's values depend only on its own rows (its audio, motion frames and noise), so batching changes a
 session's motion only in the last bits of float32 rounding (BLAS may sum in another order for another
@@ -15,16 +15,12 @@ batch size).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from avatar.motion.network import MotionNets
 from avatar.motion.sampler import SamplerSettings, denoise
-
-Denoiser = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-"""``(mel (B, 48, 40), context (B, n, D), noise (B, steps, D)) -> normalised motion (B, D)``."""
 
 MAX_BATCH = 16
 """Most frames in one call (beyond this the call's cost grows with the batch)."""
@@ -59,6 +55,8 @@ class DenoiseBatcher:
         self.frames = 0
 
     def __call__(self, mel: np.ndarray, context: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        """Normalised motion (B, D) for log-mel (B, 48, 40), motion frames (B, n, D) and noise (B, steps, D),
+        as ``denoise`` gives (B is 1 for a live session's frame)."""
         request = _Request(mel, context, noise)
         with self._lock:
             self._queue.append(request)
