@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import resource
 import sys
 import threading
 import time
@@ -38,7 +37,7 @@ from avatar.motion import learned  # noqa: E402
 from avatar.motion.sampler import denoise  # noqa: E402
 from avatar.provenance.marked_session import WatermarkedSession  # noqa: E402
 from benchmarks.many_sessions import speech_audio  # noqa: E402
-from benchmarks.stream_benchmark import DEFAULT_AUDIO, write_json  # noqa: E402
+from benchmarks.stream_benchmark import DEFAULT_AUDIO, own_cpu_s, write_json  # noqa: E402
 
 FPS = 25.0
 LEFT_S, RIGHT_S = 0.2, 0.08
@@ -74,14 +73,13 @@ def run_sessions(engine, avatar, audio: np.ndarray, sessions: int, seconds: floa
     threads = [threading.Thread(target=session, args=(i,), daemon=True) for i in range(sessions)]
     for t in threads:
         t.start()
-    before = resource.getrusage(resource.RUSAGE_SELF)
+    before = own_cpu_s()
     start_gate.wait()
     wall0 = time.monotonic()
     for t in threads:
         t.join()
     wall = time.monotonic() - wall0
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = own_cpu_s() - before
     fps = [n / span for n, span in zip(made, spans, strict=True)]
     return {
         "sessions": sessions,

@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.stream_benchmark import (  # noqa: E402
     STALL_S,
     EncodedFrameCounter,
+    process_cpu_s,
     skip_decoding,
     write_json,
 )
@@ -322,12 +323,6 @@ def light_figures(light: list[dict], probe: tuple[int, int, int] | None, began: 
     }
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (all its threads), from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-
-
 async def run(args: argparse.Namespace, janus: DevJanus) -> dict:
     from server.app import App
     from server.config import load_config
@@ -362,7 +357,7 @@ async def run(args: argparse.Namespace, janus: DevJanus) -> dict:
             await ask({"viewers": count})
             await asyncio.sleep(args.warmup)
             await ask({"report": True})  # frames before this point are not measured
-            cpu = {name: cpu_seconds(p) for name, p in processes.items()}
+            cpu = {name: process_cpu_s(p) for name, p in processes.items()}
             stats = session.stats()  # resets the server's per-interval counters
             sent, fresh_before, began = log.sent, session.video.fresh, time.monotonic()
             await asyncio.sleep(args.seconds)
@@ -392,7 +387,7 @@ async def run(args: argparse.Namespace, janus: DevJanus) -> dict:
                 "server_sent_fps": round((log.sent - sent) / elapsed, 2),
                 "server_fresh_fps": round((session.video.fresh - fresh_before) / elapsed, 2),
                 "server_engine_ms": stats["engine_ms"], "server_degraded": stats["degraded"],
-                **{f"cpu_{name}": round((cpu_seconds(p) - cpu[name]) / elapsed, 3)
+                **{f"cpu_{name}": round((process_cpu_s(p) - cpu[name]) / elapsed, 3)
                    for name, p in processes.items()},
                 "seconds": round(elapsed, 1), "load_1min": round(os.getloadavg()[0], 2),
             }

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import resource
 import sys
 import time
 import urllib.request
@@ -49,6 +47,8 @@ from benchmarks.stream_benchmark import (  # noqa: E402
     analyse,
     analyse_light,
     opus_packets,
+    own_cpu_s,
+    process_cpu_s,
     start_server,
     stream,
     write_json,
@@ -94,24 +94,6 @@ def counter_delta(before: str, after: str, name: str) -> float | None:
     """How much counter ``name`` grew between two /metrics texts (None when either lacks it)."""
     first, last = metric_value(before, name), metric_value(after, name)
     return last - first if first is not None and last is not None else None
-
-
-def stat_cpu_s(stat: str, ticks_per_s: float) -> float:
-    """CPU seconds (user + system, own threads and waited-for children) from a ``/proc/<pid>/stat`` line;
-    fields are counted after the ``)`` that ends the command name (which may hold spaces)."""
-    fields = stat[stat.rindex(")") + 2:].split()
-    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / ticks_per_s  # utime stime cutime cstime
-
-
-def process_cpu_s(pid: int) -> float:
-    """CPU seconds used so far by process ``pid`` (Linux)."""
-    return stat_cpu_s(Path(f"/proc/{pid}/stat").read_text(), os.sysconf("SC_CLK_TCK"))
-
-
-def own_cpu_s() -> float:
-    """CPU seconds used so far by this process (all the clients and their threads)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def cpu_figures(server_cpu_s: float | None, frames_sent: float | None, frames_fresh: float | None,

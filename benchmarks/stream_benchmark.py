@@ -33,7 +33,9 @@ import argparse
 import asyncio
 import fractions
 import json
+import os
 import queue
+import resource
 import socket
 import subprocess
 import sys
@@ -52,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from avatar.audio.io import load_audio  # noqa: E402
-from tests.paced_audio import CHUNK, PacedAudioTrack  # noqa: E402
+from tests.paced_audio import CHUNK, PacedAudioTrack, WallClockAudioTrack  # noqa: E402
 
 DEFAULT_AUDIO = ROOT.parent / "shared" / "media" / "speech" / "english_radio.wav"
 STALL_S = 0.2
@@ -177,12 +179,10 @@ def opus_packets(audio: np.ndarray) -> list[bytes]:
     return packets
 
 
-class PreEncodedAudioTrack(MediaStreamTrack):
+class PreEncodedAudioTrack(WallClockAudioTrack):
     """A microphone that sends Opus ``packets`` (20 ms each) paced by the wall clock, then repeats the
     last one (silence at the end of the speech). Like ``PacedAudioTrack``, ``sent`` records (wall time,
     RMS of the 20 ms of ``audio``) per packet and ``done`` turns true after the last one."""
-
-    kind = "audio"
 
     def __init__(self, packets: list[bytes], audio: np.ndarray) -> None:
         super().__init__()
@@ -191,20 +191,12 @@ class PreEncodedAudioTrack(MediaStreamTrack):
         self.packets = packets
         chunks = audio[: len(audio) // CHUNK * CHUNK].reshape(-1, CHUNK)
         self.rms = np.sqrt(np.mean(chunks.astype(np.float64) ** 2, axis=1)) if len(chunks) else np.zeros(1)
-        self.sent: list[tuple[float, float]] = []
-        self._k = 0
-        self._t0: float | None = None
 
     async def recv(self) -> av.Packet:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._t0 is None:
-            self._t0 = time.monotonic()
-        await asyncio.sleep(max(0.0, self._t0 + self._k * 0.02 - time.monotonic()))
-        packet = av.Packet(self.packets[min(self._k, len(self.packets) - 1)])
-        packet.pts, packet.time_base = self._k * 960, fractions.Fraction(1, 48000)
-        self.sent.append((time.monotonic(), float(self.rms[min(self._k, len(self.rms) - 1)])))
-        self._k += 1
+        k = await self.next_slot()
+        packet = av.Packet(self.packets[min(k, len(self.packets) - 1)])
+        packet.pts, packet.time_base = k * 960, fractions.Fraction(1, 48000)
+        self.sent.append((time.monotonic(), float(self.rms[min(k, len(self.rms) - 1)])))
         return packet
 
     @property
@@ -454,6 +446,24 @@ def write_json(path: str | None, data: object) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(data, indent=2))
+
+
+def stat_cpu_s(stat: str, ticks_per_s: float) -> float:
+    """CPU seconds (user + system, own threads and waited-for children) from a ``/proc/<pid>/stat`` line;
+    fields are counted after the ``)`` that ends the command name (which may hold spaces)."""
+    fields = stat[stat.rindex(")") + 2:].split()
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / ticks_per_s  # utime stime cutime cstime
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by process ``pid`` (Linux)."""
+    return stat_cpu_s(Path(f"/proc/{pid}/stat").read_text(), os.sysconf("SC_CLK_TCK"))
+
+
+def own_cpu_s() -> float:
+    """CPU seconds used so far by this process (all the clients and their threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def free_port() -> int:

@@ -14,7 +14,7 @@ from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from benchmarks.many_sessions import counter_delta, cpu_figures, metric_value, stat_cpu_s, summarise
+from benchmarks.many_sessions import counter_delta, cpu_figures, metric_value, summarise
 from benchmarks.stream_benchmark import (
     DECODER_QUEUE,
     EncodedFrameCounter,
@@ -23,6 +23,7 @@ from benchmarks.stream_benchmark import (
     delivery,
     opus_packets,
     skip_decoding,
+    stat_cpu_s,
     stream,
     vp8_keyframe_size,
 )

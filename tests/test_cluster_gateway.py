@@ -6,6 +6,7 @@ cluster command are one line."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import subprocess
 import sys
@@ -77,6 +78,17 @@ async def cluster(make_config, box_engine_factory):
     await gateway.stop()
     for node in directory.nodes.values():
         await node.service.stop()
+
+
+async def test_the_gateway_health_lists_the_sizes_its_nodes_render(cluster, http_get):
+    gateway, _, add = cluster
+    await gateway.start(host="127.0.0.1", port=0)
+    status, _, body = await http_get(gateway.port, "/health")
+    assert status == 200 and json.loads(body)["sizes"] == [gateway.config.engine.size]  # no node yet
+    await add("a", 1)
+    await gateway.discover()
+    status, _, body = await http_get(gateway.port, "/health")
+    assert status == 200 and json.loads(body)["sizes"] == [64]  # the box engine's one size
 
 
 async def test_offers_are_placed_on_nodes_with_room_and_events_come_back(cluster):

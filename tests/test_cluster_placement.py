@@ -161,3 +161,15 @@ def test_a_session_still_starting_is_not_counted_twice():
     node = placement.place("parametric")
     placement.report("a", "parametric", 2, running=1, draining=False, now=1.0)  # the node has it already
     assert node.load == 1 and placement.place("parametric").name == "a"
+
+
+def test_the_sizes_an_offer_may_ask_for_are_those_every_live_node_renders():
+    placement = Placement(node_timeout_s=3.0)
+    assert placement.sizes("parametric") == ()  # none reported yet
+    placement.report("a", "parametric", 3, running=0, draining=False, now=0.0, sizes=[512, 256, 384])
+    placement.report("b", "parametric", 3, running=0, draining=False, now=0.0, sizes=[256, 384])
+    placement.report("g", "emo", 1, running=0, draining=False, now=0.0, sizes=[512])
+    assert placement.sizes("parametric") == (256, 384)
+    assert placement.sizes("emo") == (512,)
+    placement.lose("b")
+    assert placement.sizes("parametric") == (256, 384, 512)

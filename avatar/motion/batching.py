@@ -43,7 +43,8 @@ class DenoiseBatcher:
     One batch runs at a time. Its runner is the thread of the oldest waiting request: it runs one batch
     (its own request and up to ``max_batch - 1`` queued after it), hands back each row, and wakes the
     thread of the next queued request to run the next batch; so no session waits for more than the
-    batch in progress and its own, and none serves the others for long."""
+    batch in progress and its own, and none serves the others for long. The queue holds at most one
+    request per calling thread (each waits for its own answer), so it is bounded by the sessions."""
 
     def __init__(self, net: MotionNets, settings: SamplerSettings, max_batch: int = MAX_BATCH) -> None:
         self.net, self.settings, self.max_batch = net, settings, max(1, int(max_batch))

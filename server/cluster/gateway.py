@@ -83,10 +83,16 @@ class NodeDirectory(Protocol):
 
 
 class EngineName:
-    """What the gateway knows of the engine: its name (``/health``); it renders nothing."""
+    """What the gateway knows of the engine (``/health``): its name, and the picture sizes its nodes
+    render (``sizes()``: from their heartbeats; ``size``, ``engine.size``, before any reported). It
+    renders nothing."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str, size: int, sizes: Callable[[], tuple[int, ...]]) -> None:
+        self.name, self.size, self._sizes = name, size, sizes
+
+    @property
+    def output_sizes(self) -> tuple[int, ...]:
+        return self._sizes() or (self.size,)
 
 
 class AvatarListing(AvatarRegistry):
@@ -148,14 +154,15 @@ class Gateway(App):
             raise ConfigError("avatar.allow_upload is not supported on a cluster gateway: set it to false")
         if config.engine.name not in config.cluster.session_cost:
             raise ConfigError(f"cluster.session_cost has no entry for engine {config.engine.name!r}")
-        super().__init__(config, EngineName(config.engine.name))  # type: ignore[arg-type]
+        self.placement = Placement(config.cluster.node_timeout_s)
+        engine = EngineName(config.engine.name, config.engine.size, lambda: self.placement.sizes(engine.name))
+        super().__init__(config, engine)  # type: ignore[arg-type]
         self.avatars = AvatarListing(
             self.engine, config.path(config.avatar.default), config.path(config.avatar.dir),  # type: ignore[arg-type]
             require_consent=config.avatar.require_consent, framing=config.avatar.framing,
         )
         self.sessions = SessionRegistry(GATEWAY_SESSIONS)
         self.directory = directory
-        self.placement = Placement(config.cluster.node_timeout_s)
         self.id = secrets.token_hex(3)
         self._handles: dict[str, NodeHandle] = {}
         self._watchers: dict[str, asyncio.Task] = {}
@@ -220,7 +227,7 @@ class Gateway(App):
             return False
         if self.placement.report(name, str(status["engine"]),
                                  int(status["capacity"]), int(status["running"]), bool(status["draining"]),
-                                 time.monotonic()):
+                                 time.monotonic(), status.get("sizes", ())):
             log.info("node %s joined: engine=%s capacity=%d", name, status["engine"], status["capacity"])
         return True
 

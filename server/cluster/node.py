@@ -77,10 +77,11 @@ class NodeService:
         return await self.status()
 
     async def status(self) -> dict[str, object]:
-        """The node's heartbeat: name, engine, capacity, running sessions, draining."""
+        """The node's heartbeat: name, engine, capacity, running sessions, draining, and the picture sizes
+        its engine renders (an offer's ``size``)."""
         running = len(self.app.sessions) if self.app is not None else 0
         return {"name": self.name, "engine": self.config.engine.name, "capacity": self.capacity,
-                "running": running, "draining": self.draining}
+                "running": running, "draining": self.draining, "sizes": list(self.engine.output_sizes)}
 
     async def drain(self, draining: bool = True) -> dict[str, object]:
         """Take no new sessions (``False``: take them again); running sessions go on."""

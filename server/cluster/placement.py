@@ -64,6 +64,8 @@ class NodeView:
     """Offers this gateway sent to it that have not been answered yet."""
     sessions: set[str] = field(default_factory=set)
     """This gateway's sessions on it."""
+    sizes: tuple[int, ...] = ()
+    """Picture sides its engine renders (an offer's ``size``), as the node reported."""
 
     @property
     def load(self) -> int:
@@ -89,13 +91,15 @@ class Placement:
         self._where: dict[str, str] = {}
 
     # ------------------------------------------------------------------------- membership
-    def report(self, name: str, engine: str, capacity: int, running: int, draining: bool, now: float) -> bool:
+    def report(self, name: str, engine: str, capacity: int, running: int, draining: bool, now: float,
+               sizes: Collection[int] = ()) -> bool:
         """A node's heartbeat; returns True when it (re)joined: unknown before, or lost."""
         node = self.nodes.get(name)
         joined = node is None or node.state == NodeState.LOST
         if node is None or joined:
             node = self.nodes[name] = NodeView(name, engine, capacity)
         node.engine, node.capacity, node.running, node.seen_at = engine, capacity, running, now
+        node.sizes = tuple(sorted(int(s) for s in sizes))
         node.state = NodeState.DRAINING if draining else NodeState.ACTIVE
         return joined
 
@@ -117,6 +121,15 @@ class Placement:
         for session in gone:
             self._where.pop(session, None)
         return gone
+
+    def sizes(self, engine: str) -> tuple[int, ...]:
+        """Picture sides every live ``engine`` node renders, ascending (an offer may ask for any of them);
+        empty when no such node reported any."""
+        common: set[int] | None = None
+        for node in self.live():
+            if node.engine == engine and node.sizes:
+                common = set(node.sizes) if common is None else common & set(node.sizes)
+        return tuple(sorted(common or ()))
 
     def live(self) -> list[NodeView]:
         """Nodes not lost, by name."""
