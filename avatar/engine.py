@@ -141,6 +141,12 @@ class Engine(ABC):
         """Open a session animating ``avatar``; randomness (blinks, sway) is seeded by ``seed``."""
 
     @property
+    def lookahead_ms(self) -> float:
+        """Audio (ms) past a window's last frame the engine reads: windows get at least this much right
+        context (``WindowConfig.at_least``), whatever the configuration says; 0 when it reads none."""
+        return 0.0
+
+    @property
     def preferred_window(self) -> dict[str, float] | None:
         """Window geometry the engine needs (``WindowConfig`` field values), or None for any."""
         return None

@@ -51,7 +51,8 @@ def render_frames(
     With ``watermark`` every frame carries the invisible provenance mark (``avatar.provenance``) with
     ``payload`` (default: a fresh random one); with ``badge`` a visible "AI-generated" label.
     """
-    config = window or WindowConfig(fps=engine.fps, **(engine.preferred_window or {}))
+    config = window or WindowConfig(fps=engine.fps, **(engine.preferred_window or {})).at_least(
+        engine.lookahead_ms)
     ring = AudioRing(capacity_seconds=len(audio) / SAMPLE_RATE + 2.0)
     vad = VoiceActivity()
     ring.write(audio)

@@ -4,11 +4,21 @@
     python benchmarks/stream_benchmark.py --url http://127.0.0.1:8080 --json out/stream.json
     python benchmarks/stream_benchmark.py --audio speech.wav --seconds 20 --set window.hop=1
     python benchmarks/stream_benchmark.py --light                 # no video decoding (see below)
+    python benchmarks/stream_benchmark.py --light --lip-sync      # ... but lip sync from the kept frames
 
 Reports sustained fps, stalls (> 200 ms between frames), time from offer to first frame and
 mouth-to-photon latency: the lag maximising the correlation between the speech envelope as SENT
 (20 ms RMS by send wall time) and the mouth opening seen in RECEIVED frames (MediaPipe face mesh inner-lip
 gap 13-14 over face height 10-152, by arrival wall time). Prints a markdown table; ``--json`` saves it.
+
+Mouth-to-photon by reference (``--lip-sync``; benchmarks/lip_sync.py has the definitions): the audio the
+client sent, as the server hears it (through Opus), is rendered offline by the server's engine and
+portrait with the session's seed (``engine.seed`` + session number; ``--first-session``) by ``python -m
+avatar render`` (cached under out/lip_sync_reference/), and ``mouth_to_photon_ref_ms`` is the lag L
+maximising the correlation (``lag_ref_correlation``) of that reference mouth, placed at the send time of
+the audio each frame shows, with the received mouth: the frame showing audio instant tau arrives at
+send_time(tau) + L. It works where the envelope method does not (learned motion: envelope r ~0.2); both
+are reported.
 
 Delivered vs fresh: the server sends one frame per tick whether or not the engine has a new picture
 (it repeats the last one, or shows the still portrait before the first). ``fps`` is frames received per
@@ -20,11 +30,13 @@ sending its first frame and its first fresh one (``first_animated_s - first_fram
 
 Light clients (``stream(..., light=True)``, used by ``many_sessions.py --light``) negotiate the same session
 but never decode video: ``EncodedFrameCounter`` takes the place of the video receiver's decoder queue and
-keeps (arrival, RTP timestamp, bytes) of each complete encoded frame; ``analyse_light`` reports delivered
+keeps (arrival, RTP timestamp, size) of each complete encoded frame; ``analyse_light`` reports delivered
 fps from those (distinct RTP timestamps per second), stalls, bitrate and the server's counters. Without
-decoded pictures there is no mouth track, so no mouth-to-photon in light mode. Their microphone sends the
-same speech as Opus encoded once before the session (``opus_packets``, aiortc's own encoder) and paced in
-real time (``PreEncodedAudioTrack``), which halves what is left of the client's CPU.
+decoded pictures there is no mouth track, so no mouth-to-photon in light mode, unless the client keeps
+the encoded frames (``--lip-sync``: ``stream(..., keep_video=True)``); they are then decoded after the
+session ended (so decoding costs the live run nothing) and both lip-sync methods are reported. Their
+microphone sends the same speech as Opus encoded once before the session (``opus_packets``, aiortc's own
+encoder) and paced in real time (``PreEncodedAudioTrack``), which halves what is left of the client's CPU.
 """
 
 from __future__ import annotations
@@ -54,6 +66,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from avatar.audio.io import load_audio  # noqa: E402
+from benchmarks.lip_sync import (  # noqa: E402
+    References,
+    ReferenceTrack,
+    decode_kept,
+    lip_sync_by_reference,
+    mouth_openings,
+    session_seed,
+    spec_from_config,
+)
 from tests.paced_audio import CHUNK, PacedAudioTrack, WallClockAudioTrack  # noqa: E402
 
 DEFAULT_AUDIO = ROOT.parent / "shared" / "media" / "speech" / "english_radio.wav"
@@ -85,14 +106,18 @@ class EncodedFrameCounter(queue.Queue):
 
     aiortc's receiver puts ``(codec, encoded frame)`` on this queue for every complete frame its jitter
     buffer assembles (RTP timestamps already mapped to start at 0); its decoder thread waits on ``get``.
-    ``put`` records ``(arrival monotonic s, RTP timestamp, bytes)`` into ``frames`` and drops the frame;
-    only the ``None`` that stops the receiver goes through, so the decoder thread idles and then ends.
+    ``put`` records ``(arrival monotonic s, RTP timestamp, size in bytes)`` into ``frames`` and drops the
+    frame; only the ``None`` that stops the receiver goes through, so the decoder thread idles and then
+    ends. With ``keep``, ``kept`` also gets ``(arrival monotonic s, RTP timestamp, encoded bytes)`` of each
+    frame, to decode after the session (``lip_sync.decode_kept``; about 2-5 kB per 512 px VP8 frame).
     ``codec`` is the first frame's codec name, ``size`` the (width, height) of the first VP8 key frame.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep: bool = False) -> None:
         super().__init__()
         self.frames: list[tuple[float, int, int]] = []
+        self.kept: list[tuple[float, int, bytes]] = []
+        self.keep = keep
         self.codec: str | None = None
         self.size: tuple[int, int] | None = None
 
@@ -101,7 +126,10 @@ class EncodedFrameCounter(queue.Queue):
             super().put(item, block, timeout)
             return
         codec, encoded = item  # type: ignore[misc]
-        self.frames.append((time.monotonic(), int(encoded.timestamp), len(encoded.data)))
+        arrived = time.monotonic()
+        self.frames.append((arrived, int(encoded.timestamp), len(encoded.data)))
+        if self.keep:
+            self.kept.append((arrived, int(encoded.timestamp), bytes(encoded.data)))
         if self.codec is None:
             self.codec = codec.name
         if self.size is None and codec.name == "VP8":
@@ -112,11 +140,12 @@ DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 """aiortc's private name of a receiver's decoder queue (aiortc 1.14-1.16)."""
 
 
-def skip_decoding(receiver: object) -> EncodedFrameCounter:
-    """Replace ``receiver``'s decoder queue (before the remote description starts it) by a counter."""
+def skip_decoding(receiver: object, keep: bool = False) -> EncodedFrameCounter:
+    """Replace ``receiver``'s decoder queue (before the remote description starts it) by a counter
+    (``keep``: that also keeps the encoded frames)."""
     if not isinstance(getattr(receiver, DECODER_QUEUE, None), queue.Queue):
         raise SystemExit("light client: this aiortc's RTCRtpReceiver has no decoder queue to replace")
-    counter = EncodedFrameCounter()
+    counter = EncodedFrameCounter(keep)
     setattr(receiver, DECODER_QUEUE, counter)
     return counter
 
@@ -204,24 +233,6 @@ class PreEncodedAudioTrack(WallClockAudioTrack):
         return self._k >= len(self.packets)
 
 
-def mouth_openings(images: list[np.ndarray]) -> np.ndarray:
-    """Inner-lip gap / face height per frame (NaN where no face was found)."""
-    from avatar.facemesh import import_mediapipe
-
-    mp = import_mediapipe()
-    out = np.full(len(images), np.nan)
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1) as mesh:
-        for i, image in enumerate(images):
-            found = mesh.process(image).multi_face_landmarks
-            if not found:
-                continue
-            lm = found[0].landmark
-            gap = np.hypot(lm[13].x - lm[14].x, lm[13].y - lm[14].y)
-            face = np.hypot(lm[10].x - lm[152].x, lm[10].y - lm[152].y)
-            out[i] = gap / max(face, 1e-6)
-    return out
-
-
 def best_lag(send: list[tuple[float, float]], arrivals: np.ndarray, mouth: np.ndarray,
              start: float, stop: float, max_lag_s: float = 1.0, step: float = 0.01) -> tuple[float, float]:
     """Lag (s) maximising Pearson correlation of envelope(t) and mouth(t + lag), and that correlation."""
@@ -258,12 +269,14 @@ async def exchange_offer(ws, pc: RTCPeerConnection, message: dict) -> dict:
 
 
 async def stream(ws_url: str, audio: np.ndarray, avatar: str | None, tail_s: float,
-                 light: bool = False, packets: list[bytes] | None = None, size: int | None = None) -> dict:
+                 light: bool = False, packets: list[bytes] | None = None, size: int | None = None,
+                 keep_video: bool = False) -> dict:
     """One client session: send ``audio`` paced, receive the video, collect the ``stats`` events.
     ``size``: the video side the offer asks for (None: the server's ``engine.size``).
     ``light``: do not decode the video; count complete encoded frames instead (``"encoded"`` in the
     result, ``"frames"`` empty), and send ``audio`` pre-encoded (``packets``: ``opus_packets(audio)``,
-    made here when not given)."""
+    made here when not given). ``keep_video`` (light only): also keep the encoded frames (``"kept"``:
+    (arrival s, RTP timestamp, bytes)) to decode after the session (``lip_sync.decode_kept``)."""
     pc = RTCPeerConnection()
     track: PacedAudioTrack | PreEncodedAudioTrack
     if light:
@@ -274,7 +287,7 @@ async def stream(ws_url: str, audio: np.ndarray, avatar: str | None, tail_s: flo
     tasks: list[asyncio.Task] = []
     pc.addTrack(track)
     video = pc.addTransceiver("video", direction="recvonly")
-    counter = skip_decoding(video.receiver) if light else None
+    counter = skip_decoding(video.receiver, keep=keep_video) if light else None
 
     @pc.on("track")
     def on_track(remote: MediaStreamTrack) -> None:
@@ -311,6 +324,8 @@ async def stream(ws_url: str, audio: np.ndarray, avatar: str | None, tail_s: flo
               "stats": stats}
     if counter is not None:
         result.update(encoded=counter.frames, size=counter.size, codec=counter.codec)
+        if keep_video:
+            result["kept"] = counter.kept
     return result
 
 
@@ -333,7 +348,27 @@ def fresh_counts(stats: list[dict]) -> dict:
     }
 
 
-def analyse(run: dict, silence_s: float, speech_s: float) -> dict:
+def lip_sync_figures(sent: list[tuple[float, float]], arrivals: np.ndarray, mouth: np.ndarray,
+                     silence_s: float, speech_s: float, reference: ReferenceTrack | None = None) -> dict:
+    """Mouth-to-photon of one session from its received mouth track (``mouth`` per frame at ``arrivals``,
+    monotonic s) over the speech +-0.5 s: by the sent envelope (``best_lag``: ``mouth_to_photon_ms``,
+    ``lag_correlation``) and by the ``reference`` mouth (``mouth_to_photon_ref_ms``,
+    ``lag_ref_correlation``; None without a reference)."""
+    speech_start = sent[0][0] + silence_s if sent else arrivals[0]
+    start = speech_start - 0.5
+    stop = min(speech_start + speech_s + 0.5, sent[-1][0] if sent else arrivals[-1])
+    lag, corr = best_lag(sent, arrivals, mouth, start, stop)
+    return {
+        "mouth_to_photon_ms": round(lag * 1000, 0) if lag == lag else None,
+        "lag_correlation": round(corr, 3) if corr == corr else None,
+        **lip_sync_by_reference(reference, sent, arrivals, mouth, start, stop),
+        "mouth_found_fraction": round(float(np.mean(~np.isnan(mouth))), 3) if len(mouth) else None,
+    }
+
+
+def analyse(run: dict, silence_s: float, speech_s: float, reference: ReferenceTrack | None = None) -> dict:
+    """Figures of a decoding client's ``run`` (``stream``); with a ``reference`` mouth track also
+    mouth-to-photon by reference (``lip_sync_figures``)."""
     frames = run["frames"]
     if not frames:
         raise SystemExit("no video frame arrived")
@@ -341,11 +376,8 @@ def analyse(run: dict, silence_s: float, speech_s: float) -> dict:
     gaps = np.diff(arrivals)
     steady = arrivals[arrivals >= arrivals[0] + 1.0]
     fps = (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 2 else float("nan")
-    sent = run["sent"]
-    speech_start = sent[0][0] + silence_s if sent else arrivals[0]
     mouth = mouth_openings([image for _, image in frames])
-    lag, corr = best_lag(sent, arrivals, mouth, speech_start - 0.5,
-                         min(speech_start + speech_s + 0.5, sent[-1][0] if sent else arrivals[-1]))
+    lips = lip_sync_figures(run["sent"], arrivals, mouth, silence_s, speech_s, reference)
     stats = run["stats"][1:]  # the first second includes connection set-up
     counts = fresh_counts(stats)
     first_frame_s = float(arrivals[0] - run["offered"])
@@ -369,9 +401,7 @@ def analyse(run: dict, silence_s: float, speech_s: float) -> dict:
         "max_gap_ms": round(float(gaps.max() * 1000), 1) if len(gaps) else 0.0,
         "first_frame_s": round(first_frame_s, 3),
         "first_animated_s": first_animated_s,
-        "mouth_to_photon_ms": round(lag * 1000, 0) if lag == lag else None,
-        "lag_correlation": round(corr, 3) if corr == corr else None,
-        "mouth_found_fraction": round(float(np.mean(~np.isnan(mouth))), 3),
+        **lips,
         "server_engine_ms_per_frame": server_mean("engine_ms"),
         "server_audio_in_to_frame_out_ms": server_mean("latency_ms"),
         "server_first_frame_s": counts["server_first_frame_s"],
@@ -387,9 +417,12 @@ def analyse(run: dict, silence_s: float, speech_s: float) -> dict:
     }
 
 
-def analyse_light(run: dict) -> dict:
+def analyse_light(run: dict, silence_s: float | None = None, speech_s: float | None = None,
+                  reference: ReferenceTrack | None = None) -> dict:
     """``analyse`` for a light client's ``run`` (``stream(..., light=True)``): delivery from the encoded
-    frames, the server's counters; no mouth track, so mouth-to-photon and lip correlation are None."""
+    frames, the server's counters. Mouth-to-photon (``lip_sync_figures``) only when the run kept its
+    encoded frames (``keep_video``) and ``silence_s``/``speech_s`` are given: they are decoded here, after
+    the session; otherwise there is no mouth track and the lip-sync figures are None."""
     encoded = run["encoded"]
     if not encoded:
         raise SystemExit("no complete video frame arrived")
@@ -412,8 +445,7 @@ def analyse_light(run: dict) -> dict:
         "repeat_share": counts["repeat_share"],
         "first_frame_s": round(first_frame_s, 3),
         "first_animated_s": first_animated_s,
-        "mouth_to_photon_ms": None,  # needs decoded pictures: not measured by light clients
-        "lag_correlation": None,
+        **light_lip_sync(run, silence_s, speech_s, reference),
         "server_engine_ms_per_frame": round(float(np.mean(engine)), 2) if engine else None,
         "server_audio_in_to_frame_out_ms": round(float(np.mean(latencies)), 1) if latencies else None,
         "server_first_frame_s": counts["server_first_frame_s"],
@@ -431,10 +463,25 @@ def analyse_light(run: dict) -> dict:
     return result
 
 
+def light_lip_sync(run: dict, silence_s: float | None, speech_s: float | None,
+                   reference: ReferenceTrack | None) -> dict:
+    """``lip_sync_figures`` of a light ``run`` from its kept frames, decoded now (``frames_decoded``);
+    all None when it kept none or the speech span is not given (mouth-to-photon needs pictures)."""
+    if not run.get("kept") or silence_s is None or speech_s is None:
+        return {"mouth_to_photon_ms": None, "lag_correlation": None, "mouth_to_photon_ref_ms": None,
+                "lag_ref_correlation": None, "frames_decoded": None}
+    arrivals, images = decode_kept(run.get("codec"), run["kept"])
+    if not images:
+        raise SystemExit("lip sync: none of the kept video frames decoded")
+    mouth = mouth_openings(images)
+    return {**lip_sync_figures(run["sent"], arrivals, mouth, silence_s, speech_s, reference),
+            "frames_decoded": len(images)}
+
+
 def markdown(result: dict) -> str:
     rows = ["| metric | value | target |", "|---|---|---|"]
     targets = {"fps": ">= 24", "fresh_fps": ">= 24", "stalls": "<= 1", "first_frame_s": "<= 3",
-               "first_animated_s": "<= 3", "mouth_to_photon_ms": "<= 350"}
+               "first_animated_s": "<= 3", "mouth_to_photon_ms": "<= 350", "mouth_to_photon_ref_ms": "<= 350"}
     for key, value in result.items():
         if key != "server_per_second":
             rows.append(f"| {key} | {value} | {targets.get(key, '')} |")
@@ -507,7 +554,15 @@ def main() -> int:
     parser.add_argument("--tail", type=float, default=1.0, help="seconds to keep receiving after the audio")
     parser.add_argument("--avatar", help="avatar id to request")
     parser.add_argument("--json", help="write the results as JSON here")
-    parser.add_argument("--light", action="store_true", help="do not decode the video (no mouth-to-photon)")
+    parser.add_argument("--light", action="store_true",
+                        help="do not decode the video live (no mouth-to-photon unless --lip-sync)")
+    parser.add_argument("--lip-sync", action="store_true",
+                        help="also mouth-to-photon by a reference render of the sent audio (see "
+                             "benchmarks/lip_sync.py); light clients keep their encoded frames to decode")
+    parser.add_argument("--first-session", type=int, default=1,
+                        help="--lip-sync: the number the server gives this session (its motion seed is "
+                             "engine.seed + it): 1 for a server this script starts; for --url, 1 + the "
+                             "sessions that server opened before")
     parser.add_argument("--size", type=int, help="video side the offer asks for (256, 384, 512)")
     args = parser.parse_args()
 
@@ -523,12 +578,22 @@ def main() -> int:
         process, url = start_server(args)
     try:
         ws_url = url.replace("http://", "ws://").replace("https://", "wss://") + "/ws"
-        run = asyncio.run(stream(ws_url, audio, args.avatar, args.tail, light=args.light, size=args.size))
+        run = asyncio.run(stream(ws_url, audio, args.avatar, args.tail, light=args.light, size=args.size,
+                                 keep_video=args.light and args.lip_sync))
     finally:
         if process is not None:
             process.terminate()
             process.wait(timeout=20)
-    result = analyse_light(run) if args.light else analyse(run, args.silence, len(speech) / 16000)
+    reference = None
+    if args.lip_sync:  # rendered (or read from the cache) after the session, at the size it streamed
+        spec = spec_from_config(args.engine, args.set, args.avatar, args.size)
+        size = run["size"][0] if run.get("size") else None
+        reference = References(audio, spec).track(size, session_seed(run, spec.seed, args.first_session))
+    speech_s = len(speech) / 16000
+    if args.light:
+        result = analyse_light(run, args.silence, speech_s, reference)  # lip sync only from kept frames
+    else:
+        result = analyse(run, args.silence, speech_s, reference)
     result["audio"] = Path(args.audio).name
     print(markdown(result))
     write_json(args.json, result)

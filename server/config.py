@@ -103,7 +103,7 @@ class WindowSettings:
     frames_per_window: int = 1
     hop: int = 1
     left_context_ms: float = 200.0
-    right_context_ms: float = 80.0
+    right_context_ms: float = 40.0
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,9 @@ class Session:
         self.shedder = LoadShedder(config.server.degrade)
         """Renders every other window while the engine cannot keep up (see server/degrade.py)."""
         self.number = number
+        self.seed = config.engine.seed + number
+        """The engine session's seed (its motion's noise): reported in ``stats`` so a benchmark can render
+        the same motion offline (benchmarks/lip_sync.py)."""
         self.config = config
         self.engine = engine
         self.avatar = avatar
@@ -127,7 +130,7 @@ class Session:
         self.clock = clock or MonotonicClock()
         self.loop = asyncio.get_running_loop()
         audio = config.audio
-        window = config.window_config(engine.preferred_window)
+        window = config.window_config(engine.preferred_window).at_least(engine.lookahead_ms)
         self.audio = AudioInput(
             window, audio.vad_aggressiveness, audio.ring_seconds, audio.max_gap_ms, self.clock
         )
@@ -217,7 +220,7 @@ class Session:
                 shorten_audio_jitter_buffer(transceiver.receiver)
         if "video" not in kinds:
             raise SignallingError("offer has no video m-line; add a recvonly video transceiver")
-        seed = self.config.engine.seed + self.number
+        seed = self.seed
         engine_session = await asyncio.to_thread(self._open_engine_session, seed)
         self.worker = EngineWorker(
             engine_session, self.loop, self._on_frames, self._on_engine_error,
@@ -413,6 +416,7 @@ class Session:
         speaker = self.speaker
         return {
             "session": self.id,
+            "seed": self.seed,
             **self.statistics.report(),
             "mode": self.mode,
             "speech_state": speaker.state,

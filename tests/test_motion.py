@@ -227,7 +227,7 @@ def test_same_motion_whatever_the_window_size(frames_per_window, hop):
 
 def test_windows_with_just_the_needed_context_give_the_same_motion():
     needed = MotionGenerator(fps=FPS).context_needed_ms()
-    assert needed <= 80.0  # fits the default 80 ms look-ahead
+    assert needed <= WindowConfig().right_context_ms  # fits the default look-ahead (40 ms)
     audio, _ = bursts_audio()
     reference = track(run(audio), "jaw_open")
     lean = track(run(audio, frames_per_window=3, left_ms=15.0, right_ms=np.ceil(needed)), "jaw_open")

@@ -157,3 +157,26 @@ def test_tempo_augmentation_reads_the_window_and_motion_frames_faster_or_slower(
     batch = samples.gather(np.array([[clip, frame]] * 8), rng, quiet)
     assert np.array_equal(batch["target"], np.repeat(samples.normed[clip][frame][None], 8, axis=0))
     assert len({batch["mel"][i].tobytes() for i in range(8)}) == 8  # each example its own tempo
+
+
+def test_spec_augment_masks_bands_and_hops_with_the_window_mean():
+    """SpecAugment: masked cells hold the window's own mean, whole bands (all hops) and whole hops (all
+    bands) at most ``spec_bands`` / ``spec_hops`` wide per mask; everything else is untouched."""
+    from avatar.training.motion_data import Augment, spec_augment
+
+    rng = np.random.default_rng(0)
+    log = rng.normal(size=(64, 48, 40)).astype(np.float32)
+    aug = Augment(spec_masks=1, spec_bands=6, spec_hops=4)
+    out = spec_augment(log.copy(), rng, aug)
+    assert out.shape == log.shape and out.dtype == np.float32
+    changed = out != log
+    assert changed.any()
+    for i in range(len(log)):
+        fill = log[i].mean()
+        assert np.allclose(out[i][changed[i]], fill)
+        full_bands = changed[i].all(axis=0)
+        full_hops = changed[i].all(axis=1)
+        assert full_bands.sum() <= 6 and full_hops.sum() <= 4
+        # every changed cell lies in a masked band or a masked hop
+        assert np.array_equal(changed[i], full_bands[None, :] | full_hops[:, None])
+    assert np.array_equal(spec_augment(log, rng, Augment(spec_masks=0)), log)

@@ -131,6 +131,7 @@ async def test_speech_in_video_out_at_the_configured_rate(
                                             + stats[-1]["frames_still"])
         assert first_frame_s < 1.5, f"first frame after {first_frame_s:.2f} s"
         assert stats[-1]["first_frame_s"] <= stats[-1]["first_animated_s"] < 1.5, stats[-1]
+        assert {s["seed"] for s in stats} == {stats[0]["seed"]} and isinstance(stats[0]["seed"], int)
         shapes = {image.shape for _, image in client.video}
         assert shapes == {(512, 512, 3)}
         images = [image for _, image in client.video]

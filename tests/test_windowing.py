@@ -97,3 +97,19 @@ def test_vad_ignores_faint_noise():
     vad.feed((rng.standard_normal(SAMPLE_RATE) * 0.001).astype(np.float32))
     assert vad.speech_fraction(0, SAMPLE_RATE) == 0.0
     assert not vad.is_speaking()
+
+
+def test_windows_carry_at_least_the_engines_lookahead():
+    """``at_least`` raises the right context to an engine's look-ahead (whole ms), never lowers it; the
+    parametric engine asks for its motion's ``context_needed_ms`` (learned 32.5 -> 33 ms at 25 fps)."""
+    from avatar.engines import create_engine
+
+    config = WindowConfig(fps=25, right_context_ms=40)
+    assert config.at_least(32.5) is config
+    assert config.at_least(54.2).right_context_ms == 55.0
+    assert WindowConfig(fps=25, right_context_ms=80).at_least(33).right_context_ms == 80.0
+    for motion in ("learned", "rules"):
+        engine = create_engine("parametric", fps=25, size=256, motion=motion)
+        assert 20.0 < engine.lookahead_ms <= WindowConfig().right_context_ms  # the default suffices
+    fast_rules = create_engine("parametric", fps=50, size=256, motion="rules")
+    assert fast_rules.lookahead_ms > WindowConfig().right_context_ms  # so the session raises it

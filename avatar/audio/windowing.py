@@ -6,6 +6,8 @@ Used identically by the live server (audio arrives in 20 ms packets) and the off
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -60,7 +62,12 @@ class WindowConfig:
     frames_per_window: int = 1
     hop: int = 1
     left_context_ms: float = 200.0
-    right_context_ms: float = 80.0
+    right_context_ms: float = 40.0
+
+    def at_least(self, right_context_ms: float) -> WindowConfig:
+        """This geometry with at least ``right_context_ms`` of right context (whole ms)."""
+        needed = float(math.ceil(right_context_ms - 1e-9))
+        return self if self.right_context_ms >= needed else dataclasses.replace(self, right_context_ms=needed)
 
     def __post_init__(self) -> None:
         if not (0 < self.hop <= self.frames_per_window):

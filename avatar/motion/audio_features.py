@@ -6,7 +6,7 @@ sample 0 of the timeline, features do not depend on how audio is cut into window
 
 Video frame ``f`` at 25 fps (instant ``f * 40 ms``) sees hops ``[4 f - PAST_HOPS, 4 f + AHEAD_HOPS]``:
 410 ms before its instant to 60 ms after it, so the last hop ends 72.5 ms after the instant: within the
-80 ms look-ahead the server's windows carry.
+40 ms look-ahead the server's windows carry past the frame's own 40 ms (``context_needed_ms``: 32.5).
 """
 
 from __future__ import annotations

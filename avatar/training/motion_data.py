@@ -165,6 +165,12 @@ class Augment:
     ``[1 / tempo_range, tempo_range]``; the target frame stays where it is. Off for the shipped model:
     with 0.5 the validation speakers' mouth and width r in motion space rose by 0.02 on average over two
     seeds, but rendered mouth r fell (0.38 against 0.43; docs/motion.md)."""
+    spec_masks: int = 0
+    spec_bands: int = 6
+    spec_hops: int = 4
+    """SpecAugment on the log-mel window: ``spec_masks`` frequency masks of 0..``spec_bands`` bands and as
+    many time masks of 0..``spec_hops`` hops per example, each set to the window's mean, so the mouth
+    cannot lean on one band or one instant of one voice."""
     silence_prob: float = 0.1
     """Share of examples whose audio is replaced by silence (digital zeros or a faint noise floor, -100 to
     -50 dB) with the mouth at rest and the head easing from its last pose towards rest (blinks and gaze as
@@ -181,6 +187,23 @@ def voice_prior(clips: list[MotionClip]) -> np.ndarray:
     if not by_speaker:
         raise ConfigError("no speech in the training clips")
     return np.mean([np.concatenate(rows).mean(axis=0) for rows in by_speaker.values()], axis=0)
+
+
+def spec_augment(log: np.ndarray, rng: np.random.Generator, aug: Augment) -> np.ndarray:
+    """``log`` (B, hops, bands) with ``aug.spec_masks`` frequency and time masks per example filled with
+    each window's mean (SpecAugment without time warping)."""
+    b, hops, bands = log.shape
+    fill = log.mean(axis=(1, 2), keepdims=True)
+    masked = np.zeros(log.shape, dtype=bool)
+    for size, axis in ((aug.spec_bands, 2), (aug.spec_hops, 1)):
+        n = log.shape[axis]
+        grid = np.arange(n)[None]
+        for _ in range(aug.spec_masks):
+            width = rng.integers(0, size + 1, b)
+            first = rng.integers(0, n - width + 1)
+            inside = (grid >= first[:, None]) & (grid < (first + width)[:, None])
+            masked |= inside[:, None, :] if axis == 2 else inside[:, :, None]
+    return np.where(masked, fill, log).astype(np.float32)
 
 
 def _interpolate_rows(rows: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -276,6 +299,8 @@ class MotionSamples:
                 eased = rest_head + SILENT_HEAD_HOLD * (last[silent][:, head] - rest_head)
                 target[np.ix_(silent, head)] = eased
         log = log_mel(mel)
+        if aug is not None and rng is not None and aug.spec_masks > 0:
+            log = spec_augment(log, rng, aug)
         if voice is not None:
             rows, mask, weight = voice
             mean = (log_mel(rows) * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0)[:, None]
