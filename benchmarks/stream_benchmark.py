@@ -12,13 +12,13 @@ mouth-to-photon latency: the lag maximising the correlation between the speech e
 gap 13-14 over face height 10-152, by arrival wall time). Prints a markdown table; ``--json`` saves it.
 
 Mouth-to-photon by reference (``--lip-sync``; benchmarks/lip_sync.py has the definitions): the audio the
-client sent, as the server hears it (through Opus), is rendered offline by the server's engine and
-portrait with the session's seed (``engine.seed`` + session number; ``--first-session``) by ``python -m
-avatar render`` (cached under out/lip_sync_reference/), and ``mouth_to_photon_ref_ms`` is the lag L
-maximising the correlation (``lag_ref_correlation``) of that reference mouth, placed at the send time of
-the audio each frame shows, with the received mouth: the frame showing audio instant tau arrives at
-send_time(tau) + L. It works where the envelope method does not (learned motion: envelope r ~0.2); both
-are reported.
+client sent, as the server hears it (through Opus), is rendered offline by the server's engine and portrait
+with the session's seed (the ``seed`` of its ``stats`` events; from an older server ``engine.seed`` +
+session number, ``--first-session``) by ``python -m avatar render`` (cached under out/lip_sync_reference/),
+and ``mouth_to_photon_ref_ms`` is the lag L maximising the correlation (``lag_ref_correlation``) of that
+reference mouth, placed at the send time of the audio each frame shows, with the received mouth: the frame
+showing audio instant tau arrives at send_time(tau) + L. It works where the envelope method does not
+(learned motion: envelope r ~0.2); both are reported.
 
 Delivered vs fresh: the server sends one frame per tick whether or not the engine has a new picture
 (it repeats the last one, or shows the still portrait before the first). ``fps`` is frames received per
