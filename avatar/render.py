@@ -47,12 +47,12 @@ def render_frames(
     """Yield one ``Frame`` per video frame for 16 kHz mono ``audio``, in order.
 
     Windows are cut exactly as in the live server: the server's defaults, or the engine's
-    ``preferred_window`` when it has one.
+    ``preferred_window`` when it has one, with the engine's ``lookahead_ms`` of right context.
     With ``watermark`` every frame carries the invisible provenance mark (``avatar.provenance``) with
     ``payload`` (default: a fresh random one); with ``badge`` a visible "AI-generated" label.
     """
-    config = window or WindowConfig(fps=engine.fps, **(engine.preferred_window or {})).at_least(
-        engine.lookahead_ms)
+    geometry = {"right_context_ms": 0.0, **(engine.preferred_window or {})}  # the server's default
+    config = window or WindowConfig(fps=engine.fps, **geometry).at_least(engine.lookahead_ms)
     ring = AudioRing(capacity_seconds=len(audio) / SAMPLE_RATE + 2.0)
     vad = VoiceActivity()
     ring.write(audio)

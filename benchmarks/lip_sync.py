@@ -57,6 +57,10 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from avatar.audio.io import float_to_pcm16  # noqa: E402
+
 SAMPLE_RATE = 16000
 CHUNK_S = 0.02
 """Seconds of audio per sent chunk (``tests.paced_audio.CHUNK`` samples at 16 kHz)."""
@@ -247,11 +251,6 @@ def spec_from_config(engine: str, overrides: Sequence[str] = (), avatar: str | N
                          framing=str(framing), options=dict(e.options))
 
 
-def pcm16(audio: np.ndarray) -> np.ndarray:
-    """Float audio (-1..1) as the int16 samples the paced tracks send."""
-    return (np.clip(audio, -1, 1) * 32767).astype(np.int16)
-
-
 def heard_audio(audio: np.ndarray, packets: Sequence[bytes] | None = None) -> np.ndarray:
     """What the server hears of ``audio`` (16 kHz mono float, as sent by ``PacedAudioTrack`` or, as
     Opus ``packets``, by ``PreEncodedAudioTrack``): aiortc's Opus encoder (``opus_packets``), aiortc's
@@ -288,7 +287,7 @@ def delay_of(heard: np.ndarray, sent: np.ndarray, max_delay_s: float = 0.03) -> 
 
 def reference_key(heard: np.ndarray, spec: ReferenceSpec) -> str:
     """Cache key: the heard samples, every ``spec`` field and the portrait file's size and mtime."""
-    digest = hashlib.sha256(pcm16(heard).tobytes())
+    digest = hashlib.sha256(float_to_pcm16(heard).tobytes())
     portrait = Path(spec.portrait)
     stat = portrait.stat() if portrait.is_file() else None
     digest.update(json.dumps([asdict(spec), stat and [stat.st_size, stat.st_mtime_ns]], sort_keys=True,
@@ -297,12 +296,12 @@ def reference_key(heard: np.ndarray, spec: ReferenceSpec) -> str:
 
 
 def write_wav(path: Path, audio: np.ndarray) -> None:
-    """16 kHz mono 16-bit WAV of ``audio`` (``pcm16``)."""
+    """16 kHz mono 16-bit WAV of ``audio`` (``float_to_pcm16``)."""
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(SAMPLE_RATE)
-        out.writeframes(pcm16(audio).tobytes())
+        out.writeframes(float_to_pcm16(audio).tobytes())
 
 
 def reference_mouth(heard: np.ndarray, spec: ReferenceSpec, cache_dir: Path = DEFAULT_CACHE,

@@ -72,6 +72,7 @@ from benchmarks.lip_sync import (  # noqa: E402
     decode_kept,
     lip_sync_by_reference,
     mouth_openings,
+    reference_lag,
     session_seed,
     spec_from_config,
 )
@@ -235,23 +236,13 @@ class PreEncodedAudioTrack(WallClockAudioTrack):
 
 def best_lag(send: list[tuple[float, float]], arrivals: np.ndarray, mouth: np.ndarray,
              start: float, stop: float, max_lag_s: float = 1.0, step: float = 0.01) -> tuple[float, float]:
-    """Lag (s) maximising Pearson correlation of envelope(t) and mouth(t + lag), and that correlation."""
-    valid = ~np.isnan(mouth)
-    if valid.sum() < 10 or not send:
+    """Lag (s) maximising Pearson correlation of envelope(t) and mouth(t + lag), and that correlation
+    (``lip_sync.reference_lag`` with the sent envelope, one RMS per chunk at its send time, as reference)."""
+    if not send:
         return float("nan"), float("nan")
     send_t = np.array([t for t, _ in send])
     env = np.array([r for _, r in send])
-    grid = np.arange(start, stop, step)
-    env_g = np.interp(grid, send_t, env)
-    best = (float("nan"), -2.0)
-    for lag in np.arange(0.0, max_lag_s + 1e-9, step):
-        mouth_g = np.interp(grid + lag, arrivals[valid], mouth[valid])
-        if env_g.std() < 1e-9 or mouth_g.std() < 1e-9:
-            continue
-        r = float(np.corrcoef(env_g, mouth_g)[0, 1])
-        if r > best[1]:
-            best = (float(lag), r)
-    return best
+    return reference_lag(send_t, env, arrivals, mouth, start, stop, max_lag_s, step)
 
 
 async def exchange_offer(ws, pc: RTCPeerConnection, message: dict) -> dict:

@@ -103,7 +103,8 @@ class WindowSettings:
     frames_per_window: int = 1
     hop: int = 1
     left_context_ms: float = 200.0
-    right_context_ms: float = 40.0
+    right_context_ms: float = 0.0
+    """Look-ahead at least this; windows always carry what the engine reads (``Engine.lookahead_ms``)."""
 
 
 @dataclass(frozen=True)

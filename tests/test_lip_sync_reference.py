@@ -287,3 +287,17 @@ def test_lip_sync_by_reference_decides_sustained(monkeypatch: pytest.MonkeyPatch
     assert summary["mouth_to_photon_ref_ms_max"] == 260.0 and summary["lag_ref_correlation_min"] == 0.4
     assert not summary["sustained"]  # one session's r 0.4 < 0.5: lip sync not intact
     assert [s["session_number"] for s in summary["per_session"]] == [1, 2]
+
+
+def test_envelope_method_finds_the_lag_of_a_mouth_that_follows_loudness() -> None:
+    """``best_lag`` (the envelope method) shares ``reference_lag``'s search: a mouth that follows the sent
+    chunks' loudness 180 ms later is found there."""
+    from benchmarks.stream_benchmark import best_lag
+
+    rng = np.random.default_rng(3)
+    times, values = smooth_signal(rng, 12.0)
+    sent = [(t, float(np.interp(k * 0.02, times, values))) for k, (t, _) in enumerate(paced_sends(rng, 12.0))]
+    arrivals, mouth = live_frames(rng, sent, times, values, 0.18, noise=0.2)
+    lag, r = best_lag(sent, arrivals, mouth, sent[0][0] + 1.0, sent[-1][0] - 1.0)
+    assert abs(lag - 0.18) <= 0.02 and r > 0.8
+    assert np.isnan(best_lag([], arrivals, mouth, 0.0, 1.0)[0])

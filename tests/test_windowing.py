@@ -113,3 +113,16 @@ def test_windows_carry_at_least_the_engines_lookahead():
         assert 20.0 < engine.lookahead_ms <= WindowConfig().right_context_ms  # the default suffices
     fast_rules = create_engine("parametric", fps=50, size=256, motion="rules")
     assert fast_rules.lookahead_ms > WindowConfig().right_context_ms  # so the session raises it
+
+
+def test_server_windows_carry_just_the_engines_lookahead_unless_configured_more():
+    """The shipped configuration adds no look-ahead of its own (``window.right_context_ms`` 0): a session's
+    windows (as ``Session`` builds them) carry what the engine reads, and an operator's larger value wins."""
+    from avatar.engines import create_engine
+    from server.config import load_config
+
+    engine = create_engine("parametric", fps=25, size=256, motion="learned")
+    default = load_config().window_config(engine.preferred_window).at_least(engine.lookahead_ms)
+    assert default.right_context_ms == 33.0
+    more = load_config(flags={"window.right_context_ms": 80})
+    assert more.window_config(engine.preferred_window).at_least(engine.lookahead_ms).right_context_ms == 80.0
